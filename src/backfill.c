@@ -1,0 +1,506 @@
+/*-------------------------------------------------------------------------
+ * backfill.c
+ *	  The batch copy engine: CALL customer_unify.backfill(name, ...).
+ *
+ *	  A C procedure on a non-atomic SPI connection (as PL/pgSQL runs
+ *	  procedures that COMMIT).  It copies the source's existing rows into
+ *	  the target in primary-key ranges ("keyset" batches): per batch one
+ *	  index-only probe finds the batch's upper key, one INSERT ... SELECT
+ *	  ... ON CONFLICT DO NOTHING copies the range, and the checkpoint (last
+ *	  key, counters) is updated in the same transaction, which is then
+ *	  committed.  A cancel, crash or restart loses at most the batch in
+ *	  flight; the next call resumes after the last committed key.  Rows
+ *	  written concurrently are handled by the sync triggers: their upserts
+ *	  win over the copy (ON CONFLICT DO NOTHING), and deletes take a shared
+ *	  advisory lock that each batch takes exclusively, so a batch never
+ *	  copies a row whose delete is in flight.
+ *
+ *	  Each batch runs in a subtransaction under lock_timeout; on a lock
+ *	  timeout it backs off and retries.  Statements are prepared once and
+ *	  kept across commits; per-batch memory lives in a context reset every
+ *	  batch, so memory does not grow with the table.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "utils/builtins.h"
+#include "utils/elog.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/resowner.h"
+#include "utils/timestamp.h"
+
+#include "customer_unify.h"
+
+#define BACKFILL_MAX_LOCK_RETRIES	50
+#define BACKFILL_NOTICE_INTERVAL_MS	5000
+
+typedef struct BackfillJob
+{
+	int64		migration_id;
+	char	   *name;
+	char	   *source;			/* qualified, quoted */
+	char	   *target;
+	char	   *key;			/* quoted */
+	char	   *link;
+	char	   *keytype;		/* qualified type name for casts */
+	char	   *collist;		/* quoted moved columns, comma separated */
+	char	   *scollist;		/* the same, prefixed with s. */
+	SPIPlanPtr	bound_first;
+	SPIPlanPtr	bound_next;
+	SPIPlanPtr	copy_first;
+	SPIPlanPtr	copy_next;
+	SPIPlanPtr	checkpoint;
+} BackfillJob;
+
+static void
+backfill_wait_ms(int ms)
+{
+	if (ms <= 0)
+		return;
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 ms, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+}
+
+static void
+backfill_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls, int expected)
+{
+	int			rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+
+	if (rc != expected)
+		elog(ERROR, "customer_unify: backfill statement failed (%s): %s", SPI_result_code_string(rc), sql);
+}
+
+/* Transaction-local settings for each transaction the procedure opens. */
+static void
+backfill_local_settings(int lock_timeout_ms)
+{
+	char		buf[32];
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+
+	snprintf(buf, sizeof(buf), "%dms", lock_timeout_ms);
+	values[0] = CStringGetTextDatum(buf);
+	backfill_exec("SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true), "
+				  "pg_catalog.set_config('lock_timeout', $1, true)",
+				  1, types, values, NULL, SPI_OK_SELECT);
+	SPI_freetuptable(SPI_tuptable);
+}
+
+static char *
+backfill_getstr(int col)
+{
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, col);
+}
+
+static SPIPlanPtr
+backfill_prepare(const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
+
+	if (plan == NULL)
+		elog(ERROR, "customer_unify: SPI_prepare failed (%s) for: %s",
+			 SPI_result_code_string(SPI_result), sql);
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "customer_unify: SPI_keepplan failed");
+	return plan;
+}
+
+/* Load the migration, check the caller may run it, and prepare the statements. */
+static bool
+backfill_load(BackfillJob *job, const char *name)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	char	   *state;
+	char	   *may;
+	Oid			src_relid;
+	Relation	src;
+	AttrNumber	keyatt;
+	StringInfoData buf;
+	uint64		i;
+
+	values[0] = CStringGetTextDatum(name);
+	backfill_exec("SELECT m.id, m.state, pg_catalog.pg_has_role(m.owner, 'MEMBER'), "
+				  "m.spec->>'source_schema', m.spec->>'source_table', m.spec->>'key_column', "
+				  "m.spec->>'target_schema', m.spec->>'target_table', m.spec->>'link_column', m.kind "
+				  "FROM customer_unify.migration m WHERE m.name OPERATOR(pg_catalog.=) $1",
+				  1, types, values, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("migration \"%s\" does not exist", name),
+				 errhint("List migrations with: SELECT name, state FROM customer_unify.progress;")));
+
+	job->name = pstrdup(name);
+	job->migration_id = pg_strtoint64(backfill_getstr(1));
+	state = backfill_getstr(2);
+	may = backfill_getstr(3);
+	if (strcmp(may, "t") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for migration \"%s\"", name)));
+	if (strcmp(state, "backfilled") == 0 || strcmp(state, "verified") == 0 ||
+		strcmp(state, "cut_over") == 0)
+	{
+		ereport(NOTICE,
+				(errmsg("migration \"%s\" is already backfilled", name)));
+		return false;
+	}
+	if (strcmp(state, "started") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot backfill migration \"%s\": it is %s", name, state),
+				 errdetail("backfill needs state started."),
+				 errhint(strcmp(state, "planned") == 0
+						 ? "Run SELECT customer_unify.start(...) first."
+						 : "The migration is past the backfill.")));
+
+	{
+		char	   *sschema = backfill_getstr(4),
+				   *stable = backfill_getstr(5),
+				   *key = backfill_getstr(6),
+				   *tschema = backfill_getstr(7),
+				   *ttable = backfill_getstr(8),
+				   *link = backfill_getstr(9);
+
+		src_relid = cu_relid_or_error(sschema, stable);
+		(void) cu_relid_or_error(tschema, ttable);
+		job->source = pstrdup(cu_qualified_name(sschema, stable));
+		job->target = pstrdup(cu_qualified_name(tschema, ttable));
+		job->key = pstrdup(quote_identifier(key));
+		job->link = pstrdup(quote_identifier(link));
+
+		src = table_open(src_relid, AccessShareLock);
+		keyatt = cu_attnum_or_error(src, key);
+		job->keytype = format_type_be_qualified(TupleDescAttr(RelationGetDescr(src), keyatt - 1)->atttypid);
+		table_close(src, AccessShareLock);
+	}
+
+	backfill_exec("SELECT c FROM customer_unify.migration m, "
+				  "pg_catalog.jsonb_array_elements_text(m.spec->'columns') WITH ORDINALITY x(c, n) "
+				  "WHERE m.name OPERATOR(pg_catalog.=) $1 ORDER BY n",
+				  1, types, values, NULL, SPI_OK_SELECT);
+	{
+		StringInfoData cols,
+					scols;
+
+		initStringInfo(&cols);
+		initStringInfo(&scols);
+		for (i = 0; i < SPI_processed; i++)
+		{
+			const char *c = quote_identifier(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+
+			appendStringInfo(&cols, ", %s", c);
+			appendStringInfo(&scols, ", s.%s", c);
+		}
+		job->collist = cols.data;
+		job->scollist = scols.data;
+	}
+
+	/* the batch's upper key: one index(-only) probe */
+	initStringInfo(&buf);
+	{
+		Oid			btypes[3] = {TEXTOID, TEXTOID, INT8OID};
+
+		appendStringInfo(&buf,
+						 "SELECT s.%s::pg_catalog.text FROM ONLY %s s WHERE s.%s <= $2::%s "
+						 "ORDER BY s.%s OFFSET $3 LIMIT 1",
+						 job->key, job->source, job->key, job->keytype, job->key);
+		job->bound_first = backfill_prepare(buf.data, 3, btypes);
+		resetStringInfo(&buf);
+		appendStringInfo(&buf,
+						 "SELECT s.%s::pg_catalog.text FROM ONLY %s s WHERE s.%s > $1::%s AND s.%s <= $2::%s "
+						 "ORDER BY s.%s OFFSET $3 LIMIT 1",
+						 job->key, job->source, job->key, job->keytype, job->key, job->keytype, job->key);
+		job->bound_next = backfill_prepare(buf.data, 3, btypes);
+
+		/* the copy of one key range */
+		resetStringInfo(&buf);
+		appendStringInfo(&buf,
+						 "INSERT INTO %s (%s%s) SELECT s.%s%s FROM ONLY %s s WHERE s.%s <= $2::%s "
+						 "ON CONFLICT (%s) DO NOTHING",
+						 job->target, job->link, job->collist, job->key, job->scollist,
+						 job->source, job->key, job->keytype, job->link);
+		job->copy_first = backfill_prepare(buf.data, 2, btypes);
+		resetStringInfo(&buf);
+		appendStringInfo(&buf,
+						 "INSERT INTO %s (%s%s) SELECT s.%s%s FROM ONLY %s s WHERE s.%s > $1::%s AND s.%s <= $2::%s "
+						 "ON CONFLICT (%s) DO NOTHING",
+						 job->target, job->link, job->collist, job->key, job->scollist,
+						 job->source, job->key, job->keytype, job->key, job->keytype, job->link);
+		job->copy_next = backfill_prepare(buf.data, 2, btypes);
+	}
+	{
+		Oid			ctypes[3] = {INT8OID, TEXTOID, INT8OID};
+
+		job->checkpoint = backfill_prepare(
+										   "UPDATE customer_unify.backfill_state b SET last_key = $2, "
+										   "rows_done = b.rows_done OPERATOR(pg_catalog.+) $3, "
+										   "run_rows = b.run_rows OPERATOR(pg_catalog.+) $3, "
+										   "batches = b.batches OPERATOR(pg_catalog.+) 1, "
+										   "updated_at = pg_catalog.clock_timestamp() "
+										   "WHERE b.migration_id OPERATOR(pg_catalog.=) $1",
+										   3, ctypes);
+	}
+	pfree(buf.data);
+	return true;
+}
+
+PG_FUNCTION_INFO_V1(cu_backfill);
+
+Datum
+cu_backfill(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	int32		batch_size = PG_ARGISNULL(1) ? 10000 : PG_GETARG_INT32(1);
+	int32		max_batches = PG_ARGISNULL(2) ? -1 : PG_GETARG_INT32(2);
+	int32		sleep_ms = PG_ARGISNULL(3) ? 0 : PG_GETARG_INT32(3);
+	int32		lock_timeout_ms = PG_ARGISNULL(4) ? 2000 : PG_GETARG_INT32(4);
+	BackfillJob job;
+	MemoryContext jobcxt,
+				batchcxt;
+	char	   *last_key = NULL;
+	char	   *end_key = NULL;
+	int64		rows_done;
+	int64		rows_total;
+	int64		batches = 0;
+	int64		run_rows = 0;
+	int64		rows_copied = 0;
+	bool		complete = false;
+	TimestampTz run_start = GetCurrentTimestamp();
+	TimestampTz last_notice = run_start;
+
+	if (fcinfo->context == NULL || !IsA(fcinfo->context, CallContext) ||
+		castNode(CallContext, fcinfo->context)->atomic)
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("customer_unify.backfill cannot run inside a transaction block"),
+				 errdetail("It commits after every batch so that it can resume after a cancel or crash."),
+				 errhint("Run CALL customer_unify.backfill(...) on its own, outside BEGIN ... COMMIT.")));
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("migration name must not be null")));
+	if (batch_size <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("batch_size must be positive, not %d", batch_size)));
+	if (!PG_ARGISNULL(2) && max_batches <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_batches must be positive or NULL, not %d", max_batches)));
+	if (sleep_ms < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("sleep_ms must not be negative, not %d", sleep_ms)));
+	if (lock_timeout_ms <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lock_timeout_ms must be positive, not %d", lock_timeout_ms)));
+
+	SPI_connect_ext(SPI_OPT_NONATOMIC);
+	/* the SPI procedure context outlives the commits */
+	jobcxt = CurrentMemoryContext;
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	batchcxt = AllocSetContextCreate(jobcxt, "customer_unify backfill batch", ALLOCSET_DEFAULT_SIZES);
+
+	backfill_local_settings(lock_timeout_ms);
+	memset(&job, 0, sizeof(job));
+	if (!backfill_load(&job, name))
+	{
+		SPI_finish();
+		PG_RETURN_VOID();
+	}
+
+	/* checkpoint row: created on the first call, the copy's end fixed then */
+	{
+		Oid			types[2] = {INT8OID, INT4OID};
+		Datum		values[2] = {Int64GetDatum(job.migration_id), Int32GetDatum(batch_size)};
+		StringInfoData sql;
+
+		initStringInfo(&sql);
+		appendStringInfo(&sql,
+						 "INSERT INTO customer_unify.backfill_state AS b "
+						 "(migration_id, end_key, rows_total, batch_size, started_at, run_started_at, updated_at) "
+						 "SELECT $1, (SELECT pg_catalog.max(s.%s)::pg_catalog.text FROM ONLY %s s), "
+						 "CASE WHEN c.reltuples OPERATOR(pg_catalog.<) 0 "
+						 "THEN (SELECT pg_catalog.count(*) FROM ONLY %s) ELSE c.reltuples::pg_catalog.int8 END, "
+						 "$2, pg_catalog.clock_timestamp(), pg_catalog.clock_timestamp(), pg_catalog.clock_timestamp() "
+						 "FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) %s::pg_catalog.regclass "
+						 "ON CONFLICT (migration_id) DO UPDATE SET batch_size = EXCLUDED.batch_size, "
+						 "run_started_at = pg_catalog.clock_timestamp(), run_rows = 0 "
+						 "RETURNING b.last_key, b.end_key, b.rows_done, b.rows_total",
+						 job.key, job.source, job.source, quote_literal_cstr(job.source));
+		backfill_exec(sql.data, 2, types, values, NULL, SPI_OK_INSERT_RETURNING);
+		last_key = backfill_getstr(1);
+		end_key = backfill_getstr(2);
+		rows_done = pg_strtoint64(backfill_getstr(3));
+		rows_total = pg_strtoint64(backfill_getstr(4));
+		pfree(sql.data);
+	}
+	SPI_commit();
+
+	complete = (end_key == NULL) ||
+		(last_key != NULL && strcmp(last_key, end_key) == 0);
+
+	while (!complete && (max_batches < 0 || batches < max_batches))
+	{
+		int			attempt = 0;
+		char	   *hi = NULL;
+		int64		copied = 0;
+		int64		scanned = 0;
+		bool		full_batch = false;
+
+		MemoryContextReset(batchcxt);
+		for (;;)
+		{
+			MemoryContext oldcxt = MemoryContextSwitchTo(batchcxt);
+			ResourceOwner oldowner = CurrentResourceOwner;
+
+			BeginInternalSubTransaction(NULL);
+			MemoryContextSwitchTo(batchcxt);
+			PG_TRY();
+			{
+				Datum		values[3];
+				char		nulls[3] = {' ', ' ', ' '};
+				int			rc;
+
+				backfill_local_settings(lock_timeout_ms);
+				cu_advisory_xact_lock(job.migration_id, true);
+
+				values[0] = last_key ? CStringGetTextDatum(last_key) : (Datum) 0;
+				nulls[0] = last_key ? ' ' : 'n';
+				values[1] = CStringGetTextDatum(end_key);
+				values[2] = Int64GetDatum((int64) batch_size - 1);
+				rc = SPI_execute_plan(last_key ? job.bound_next : job.bound_first, values, nulls, false, 1);
+				if (rc != SPI_OK_SELECT)
+					elog(ERROR, "customer_unify: backfill bound query failed: %s", SPI_result_code_string(rc));
+				/* a full batch ends at the probed key; the last one at the end key */
+				full_batch = SPI_processed > 0;
+				hi = full_batch ? backfill_getstr(1) : pstrdup(end_key);
+				SPI_freetuptable(SPI_tuptable);
+
+				values[1] = CStringGetTextDatum(hi);
+				cu_sync_guard_depth++;
+				PG_TRY();
+				{
+					rc = SPI_execute_plan(last_key ? job.copy_next : job.copy_first, values, nulls, false, 0);
+				}
+				PG_FINALLY();
+				{
+					cu_sync_guard_depth--;
+				}
+				PG_END_TRY();
+				if (rc != SPI_OK_INSERT)
+					elog(ERROR, "customer_unify: backfill copy failed: %s", SPI_result_code_string(rc));
+				copied = (int64) SPI_processed;
+				/* progress counts the rows of the key range, copied or already mirrored */
+				scanned = full_batch ? batch_size : copied;
+
+				values[0] = Int64GetDatum(job.migration_id);
+				values[1] = CStringGetTextDatum(hi);
+				values[2] = Int64GetDatum(scanned);
+				nulls[0] = ' ';
+				rc = SPI_execute_plan(job.checkpoint, values, nulls, false, 0);
+				if (rc != SPI_OK_UPDATE || SPI_processed != 1)
+					elog(ERROR, "customer_unify: backfill checkpoint failed");
+
+				ReleaseCurrentSubTransaction();
+				MemoryContextSwitchTo(oldcxt);
+				CurrentResourceOwner = oldowner;
+			}
+			PG_CATCH();
+			{
+				ErrorData  *edata;
+
+				MemoryContextSwitchTo(batchcxt);
+				edata = CopyErrorData();
+				FlushErrorState();
+				RollbackAndReleaseCurrentSubTransaction();
+				MemoryContextSwitchTo(oldcxt);
+				CurrentResourceOwner = oldowner;
+
+				if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE ||
+					++attempt > BACKFILL_MAX_LOCK_RETRIES)
+					ReThrowError(edata);
+				ereport(DEBUG1,
+						(errmsg("backfill \"%s\": lock timeout, retry %d", job.name, attempt)));
+				/* back off: 50 ms doubling up to 5 s, with jitter */
+				backfill_wait_ms((int) (Min(5000, 50 << Min(attempt, 7)) *
+										(0.5 + 0.5 * ((double) (random() % 1000) / 1000.0))));
+				continue;
+			}
+			PG_END_TRY();
+			break;
+		}
+
+		SPI_commit();
+		backfill_local_settings(lock_timeout_ms);
+
+		/* hi lives in batchcxt: keep the checkpoint in the job's context */
+		{
+			MemoryContext old = MemoryContextSwitchTo(jobcxt);
+
+			if (last_key)
+				pfree(last_key);
+			last_key = pstrdup(hi);
+			MemoryContextSwitchTo(old);
+		}
+		batches++;
+		run_rows += scanned;
+		rows_done += scanned;
+		rows_copied += copied;
+		complete = strcmp(last_key, end_key) == 0;
+
+		if (TimestampDifferenceExceeds(last_notice, GetCurrentTimestamp(), BACKFILL_NOTICE_INTERVAL_MS))
+		{
+			long		secs;
+			int			usecs;
+			double		elapsed;
+
+			last_notice = GetCurrentTimestamp();
+			TimestampDifference(run_start, last_notice, &secs, &usecs);
+			elapsed = secs + usecs / 1e6;
+			ereport(NOTICE,
+					(errmsg("backfill \"%s\": %lld of ~%lld rows (%.1f%%), %.0f rows/s",
+							job.name, (long long) rows_done, (long long) Max(rows_total, rows_done),
+							100.0 * rows_done / Max(1, Max(rows_total, rows_done)),
+							elapsed > 0 ? run_rows / elapsed : 0.0)));
+		}
+		if (!complete && sleep_ms > 0)
+			backfill_wait_ms(sleep_ms);
+		CHECK_FOR_INTERRUPTS();
+	}
+
+	if (complete)
+	{
+		Oid			types[1] = {INT8OID};
+		Datum		values[1] = {Int64GetDatum(job.migration_id)};
+
+		/* add and validate the link foreign key in one pass, mark backfilled */
+		backfill_exec("SELECT customer_unify._backfill_complete($1)", 1, types, values, NULL, SPI_OK_SELECT);
+		SPI_commit();
+		ereport(NOTICE,
+				(errmsg("backfill \"%s\" complete: %lld rows copied in this call",
+						job.name, (long long) rows_copied)));
+	}
+	else
+		ereport(NOTICE,
+				(errmsg("backfill \"%s\" paused after %lld batches at key %s; call it again to resume",
+						job.name, (long long) batches, last_key ? last_key : "(none)")));
+
+	SPI_finish();
+	PG_RETURN_VOID();
+}
