@@ -482,7 +482,7 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = v_tschema) THEN
         RAISE EXCEPTION 'schema "%" does not exist', v_tschema USING ERRCODE = 'invalid_schema_name';
     END IF;
-    IF NOT has_schema_privilege(quote_ident(v_tschema), 'CREATE') THEN
+    IF NOT has_schema_privilege(v_tschema, 'CREATE') THEN
         RAISE EXCEPTION 'permission denied to create a table in schema "%"', v_tschema
             USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -928,13 +928,15 @@ AS $$
     SELECT CASE c.contype WHEN 'c' THEN 'check constraint' WHEN 'f' THEN 'foreign key'
                           WHEN 'u' THEN 'unique constraint' ELSE 'constraint' END,
            format('%I on %s', c.conname, c.conrelid::regclass),
-           CASE WHEN c.conrelid = m.source AND c.contype IN ('c', 'f')
+           CASE WHEN c.contype IN ('c', 'f', 'u')
                      AND NOT EXISTS (SELECT 1 FROM unnest(c.conkey) k WHERE k NOT IN (SELECT attnum FROM moved))
-                THEN 'moves to the target with ' || deps.cols
+                THEN CASE c.contype WHEN 'u' THEN 're-created on the target as a unique index on '
+                                    ELSE 'moves to the target with ' END || deps.cols
                 ELSE 'uses ' || deps.cols END,
-           NOT (c.conrelid = m.source AND c.contype IN ('c', 'f')
+           NOT (c.contype IN ('c', 'f', 'u')
                 AND NOT EXISTS (SELECT 1 FROM unnest(c.conkey) k WHERE k NOT IN (SELECT attnum FROM moved)))
       FROM deps JOIN pg_constraint c ON deps.classid = 'pg_constraint'::regclass AND c.oid = deps.objid
+     WHERE c.conrelid = m.source
     UNION ALL
     -- foreign keys of other tables that reference a moved column
     SELECT 'foreign key', format('%I on %s', c.conname, c.conrelid::regclass),
