@@ -5,7 +5,7 @@ OBJS        = src/customer_unify.o src/sync_trigger.o src/backfill.o src/compat_
 DATA        = $(wildcard src/sql/customer_unify--*.sql)
 
 # pg_regress tier: sql/*.sql with expected/*.out
-REGRESS      = setup split_lifecycle split_errors split_quoting split_dependents split_rollback upgrade_paths
+REGRESS      = setup split_lifecycle split_errors split_quoting split_dependents split_rollback split_sync upgrade_paths
 REGRESS_OPTS = --inputdir=. --load-extension=plpgsql
 
 # isolation tier: test/isolation/specs/*.spec with test/isolation/expected/*.out

@@ -203,12 +203,12 @@ route_build(CuTriggerCacheEntry *entry, TriggerData *trigdata)
 		n++;
 	}
 	route->n_src_update = n;
-	appendStringInfo(&sql, " WHERE s.%s = $1 RETURNING %s", quote_identifier(args[4]), ret.data);
+	appendStringInfo(&sql, " WHERE s.%s OPERATOR(pg_catalog.=) $1 RETURNING %s", quote_identifier(args[4]), ret.data);
 	route->source_update = cu_prepare_kept(entry, sql.data, 2 * n + 1, types);
 
 	/* DELETE: the link foreign key (ON DELETE CASCADE) removes the target row */
 	resetStringInfo(&sql);
-	appendStringInfo(&sql, "DELETE FROM ONLY %s WHERE %s = $1", srcname, quote_identifier(args[4]));
+	appendStringInfo(&sql, "DELETE FROM ONLY %s WHERE %s OPERATOR(pg_catalog.=) $1", srcname, quote_identifier(args[4]));
 	route->source_delete = cu_prepare_kept(entry, sql.data, 1, &key_type);
 
 	/* INSERT INTO target ... ON CONFLICT (link) DO UPDATE SET only the changed columns */

@@ -71,6 +71,7 @@ _PG_init(void)
 	EmitWarningsOnPlaceholders("customer_unify");
 #endif
 	CacheRegisterRelcacheCallback(cu_relcache_callback, (Datum) 0);
+	cu_sync_trigger_init();
 }
 
 PG_FUNCTION_INFO_V1(cu_sync_guard_active);

@@ -49,6 +49,7 @@ extern void cu_check_trigger_call(FunctionCallInfo fcinfo, const char *funcname,
 								  bool instead_of);
 extern void cu_spi_exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls,
 							 int expected_type, const char *what);
+extern void cu_sync_trigger_init(void);
 extern char *cu_datum_text(Oid type, Datum value);
 extern void cu_advisory_xact_lock(int64 migration_id, bool exclusive);
 

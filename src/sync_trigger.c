@@ -2,10 +2,29 @@
  * sync_trigger.c
  *	  The split's C sync triggers: while a migration is live, writes to the
  *	  source's moved columns are mirrored into the target
- *	  (split_sync_source) and writes to the target back into the source
- *	  (split_sync_target).  Statements are prepared once per trigger and
- *	  kept; mirrored writes run under the sync loop guard so the other
- *	  side's trigger (WHEN NOT _sync_guard_active()) is not even queued.
+ *	  (split_sync_source, with split_sync_flush) and writes to the target
+ *	  back into the source (split_sync_target).  Statements are prepared
+ *	  once per trigger and kept; mirrored writes run under the sync loop
+ *	  guard, so the other side's trigger (WHEN NOT _sync_guard_active()) is
+ *	  not even queued.
+ *
+ *	  Mirroring copies the row as it is when the mirror statement runs, not
+ *	  the NEW tuple the trigger was handed: the trigger only records which
+ *	  keys were written.  An AFTER ROW trigger fires after every trigger
+ *	  that sorts before it, and one of those may have changed the row
+ *	  again; reading the row back makes the last write win whatever the
+ *	  order.
+ *
+ *	  Source-side keys are not written one statement per row: the row
+ *	  trigger appends them to a pending run (one kind of write for one
+ *	  trigger), and the run is written with one array-parameter statement
+ *	  (INSERT ... SELECT ... WHERE key = ANY ($1), with ON CONFLICT DO
+ *	  UPDATE for updates, or DELETE ... = ANY ($1)) when the statement-level trigger fires, when
+ *	  the run reaches MIRROR_BATCH_ROWS keys, or before a write of another
+ *	  kind.  AFTER ROW triggers fire at the end of the statement anyway, so
+ *	  the target sees the writes at the same point of the transaction.
+ *	  Subtransaction aborts take their keys out of the run; a run still
+ *	  pending at commit is an error, never a silent loss.
  *
  *	  Trigger arguments (both directions):
  *	    0 migration id, 1 other schema, 2 other table,
@@ -17,7 +36,10 @@
 
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
 #include "fmgr.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/lsyscache.h"
@@ -27,6 +49,7 @@
 #include "customer_unify.h"
 
 #define SYNC_FIXED_ARGS 5
+#define MIRROR_BATCH_ROWS 10000
 
 typedef struct SplitSync
 {
@@ -34,18 +57,33 @@ typedef struct SplitSync
 	int			ncols;
 	AttrNumber	key_attnum;		/* key on the trigger's table */
 	AttrNumber *attnums;		/* moved columns on the trigger's table */
-	Oid		   *argtypes;		/* key type, then moved column types */
+	Oid			keytype;
+	int16		keylen;
+	bool		keybyval;
+	char		keyalign;
 	char	   *this_name;		/* for messages */
 	char	   *other_name;
 	char	   *other_key;
 	/* source side */
-	SPIPlanPtr	upsert_target;
-	SPIPlanPtr	delete_target;
-	SPIPlanPtr	rekey_target;
+	bool		batchable;		/* the key type has an array type */
+	SPIPlanPtr	upsert_one;		/* copy one source row into the target */
+	SPIPlanPtr	insert_many;	/* new source rows: ... = ANY ($1), no conflict possible */
+	SPIPlanPtr	upsert_many;	/* ... = ANY ($1) */
+	SPIPlanPtr	delete_one;
+	SPIPlanPtr	delete_many;
+	SPIPlanPtr	rekey;
 	/* target side */
-	SPIPlanPtr	update_source;
+	SPIPlanPtr	update_source;	/* copy one target row back into the source */
 	SPIPlanPtr	source_exists;
 } SplitSync;
+
+static SPIPlanPtr
+split_sync_prepare_key(CuTriggerCacheEntry *entry, SplitSync *sync, const char *sql, bool array)
+{
+	Oid			type = array ? get_array_type(sync->keytype) : sync->keytype;
+
+	return cu_prepare_kept(entry, sql, 1, &type);
+}
 
 static SplitSync *
 split_sync_build(CuTriggerCacheEntry *entry, TriggerData *trigdata, bool source_side)
@@ -55,8 +93,14 @@ split_sync_build(CuTriggerCacheEntry *entry, TriggerData *trigdata, bool source_
 	char	  **args = trigger->tgargs;
 	SplitSync  *sync;
 	MemoryContext old;
-	StringInfoData sql;
+	StringInfoData sql,
+				cols,
+				scols,
+				sets;
 	const char *other;
+	const char *self;
+	const char *key = quote_identifier(args[3]);
+	const char *otherkey = quote_identifier(args[4]);
 	int			i;
 
 	if (trigger->tgnargs <= SYNC_FIXED_ARGS)
@@ -71,126 +115,132 @@ split_sync_build(CuTriggerCacheEntry *entry, TriggerData *trigdata, bool source_
 	sync->ncols = trigger->tgnargs - SYNC_FIXED_ARGS;
 	sync->key_attnum = cu_attnum_or_error(rel, args[3]);
 	sync->attnums = palloc(sizeof(AttrNumber) * sync->ncols);
-	sync->argtypes = palloc(sizeof(Oid) * (sync->ncols + 1));
-	sync->argtypes[0] = TupleDescAttr(RelationGetDescr(rel), sync->key_attnum - 1)->atttypid;
 	for (i = 0; i < sync->ncols; i++)
-	{
 		sync->attnums[i] = cu_attnum_or_error(rel, args[SYNC_FIXED_ARGS + i]);
-		sync->argtypes[i + 1] = TupleDescAttr(RelationGetDescr(rel), sync->attnums[i] - 1)->atttypid;
-	}
+	sync->keytype = TupleDescAttr(RelationGetDescr(rel), sync->key_attnum - 1)->atttypid;
+	get_typlenbyvalalign(sync->keytype, &sync->keylen, &sync->keybyval, &sync->keyalign);
 	sync->this_name = pstrdup(RelationGetRelationName(rel));
 	sync->other_name = pstrdup(args[2]);
 	sync->other_key = pstrdup(args[4]);
-	(void) cu_relid_or_error(args[1], args[2]);
-	other = cu_qualified_name(args[1], args[2]);
 	MemoryContextSwitchTo(old);
 
+	(void) cu_relid_or_error(args[1], args[2]);
+	other = cu_qualified_name(args[1], args[2]);
+	self = cu_qualified_name(get_namespace_name(RelationGetNamespace(rel)), RelationGetRelationName(rel));
+
 	initStringInfo(&sql);
+	initStringInfo(&cols);
+	initStringInfo(&scols);
+	initStringInfo(&sets);
+	for (i = 0; i < sync->ncols; i++)
+	{
+		const char *c = quote_identifier(args[SYNC_FIXED_ARGS + i]);
+
+		appendStringInfo(&cols, ", %s", c);
+		appendStringInfo(&scols, ", s.%s", c);
+		appendStringInfo(&sets, "%s%s = EXCLUDED.%s", i ? ", " : "", c, c);
+	}
+
 	if (source_side)
 	{
-		/* INSERT ... ON CONFLICT (link) DO UPDATE: correct whether or not the backfill got there first */
-		appendStringInfo(&sql, "INSERT INTO %s AS t (%s", other, quote_identifier(args[4]));
-		for (i = 0; i < sync->ncols; i++)
-			appendStringInfo(&sql, ", %s", quote_identifier(args[SYNC_FIXED_ARGS + i]));
-		appendStringInfoString(&sql, ") VALUES ($1");
-		for (i = 0; i < sync->ncols; i++)
-			appendStringInfo(&sql, ", $%d", i + 2);
-		appendStringInfo(&sql, ") ON CONFLICT (%s) DO UPDATE SET ", quote_identifier(args[4]));
-		for (i = 0; i < sync->ncols; i++)
-		{
-			const char *c = quote_identifier(args[SYNC_FIXED_ARGS + i]);
+		/* INSERT ... ON CONFLICT (link) DO UPDATE: right whether or not the backfill got there first */
+		appendStringInfo(&sql,
+						 "INSERT INTO %s AS t (%s%s) SELECT s.%s%s FROM ONLY %s s "
+						 "WHERE s.%s OPERATOR(pg_catalog.=) $1 ON CONFLICT (%s) DO UPDATE SET %s",
+						 other, otherkey, cols.data, key, scols.data, self, key, otherkey, sets.data);
+		sync->upsert_one = split_sync_prepare_key(entry, sync, sql.data, false);
 
-			appendStringInfo(&sql, "%s%s = EXCLUDED.%s", i ? ", " : "", c, c);
+		resetStringInfo(&sql);
+		appendStringInfo(&sql, "DELETE FROM ONLY %s WHERE %s OPERATOR(pg_catalog.=) $1", other, otherkey);
+		sync->delete_one = split_sync_prepare_key(entry, sync, sql.data, false);
+
+		sync->batchable = OidIsValid(get_array_type(sync->keytype));
+		if (sync->batchable)
+		{
+			resetStringInfo(&sql);
+			appendStringInfo(&sql,
+							 "INSERT INTO %s AS t (%s%s) SELECT s.%s%s FROM ONLY %s s "
+							 "WHERE s.%s OPERATOR(pg_catalog.=) ANY ($1) ON CONFLICT (%s) DO UPDATE SET %s",
+							 other, otherkey, cols.data, key, scols.data, self, key, otherkey, sets.data);
+			sync->upsert_many = split_sync_prepare_key(entry, sync, sql.data, true);
+
+			/*
+			 * Rows new in the source cannot have a target row yet: the target
+			 * trigger refuses rows without a source row, deletes and key
+			 * changes are written before later inserts, and the backfill only
+			 * sees a source row once the transaction that inserted it (and
+			 * mirrored it) has committed.  A plain INSERT skips the
+			 * speculative insertion ON CONFLICT needs, half the cost.
+			 */
+			resetStringInfo(&sql);
+			appendStringInfo(&sql,
+							 "INSERT INTO %s (%s%s) SELECT s.%s%s FROM ONLY %s s "
+							 "WHERE s.%s OPERATOR(pg_catalog.=) ANY ($1)",
+							 other, otherkey, cols.data, key, scols.data, self, key);
+			sync->insert_many = split_sync_prepare_key(entry, sync, sql.data, true);
+
+			resetStringInfo(&sql);
+			appendStringInfo(&sql, "DELETE FROM ONLY %s WHERE %s OPERATOR(pg_catalog.=) ANY ($1)",
+							 other, otherkey);
+			sync->delete_many = split_sync_prepare_key(entry, sync, sql.data, true);
 		}
-		sync->upsert_target = cu_prepare_kept(entry, sql.data, sync->ncols + 1, sync->argtypes);
-
-		resetStringInfo(&sql);
-		appendStringInfo(&sql, "DELETE FROM ONLY %s WHERE %s = $1", other, quote_identifier(args[4]));
-		sync->delete_target = cu_prepare_kept(entry, sql.data, 1, sync->argtypes);
 
 		resetStringInfo(&sql);
 		{
-			Oid			rekey_types[2] = {sync->argtypes[0], sync->argtypes[0]};
+			Oid			types[2] = {sync->keytype, sync->keytype};
 
-			appendStringInfo(&sql, "UPDATE ONLY %s SET %s = $2 WHERE %s = $1", other,
-							 quote_identifier(args[4]), quote_identifier(args[4]));
-			sync->rekey_target = cu_prepare_kept(entry, sql.data, 2, rekey_types);
+			appendStringInfo(&sql, "UPDATE ONLY %s SET %s = $2 WHERE %s OPERATOR(pg_catalog.=) $1",
+							 other, otherkey, otherkey);
+			sync->rekey = cu_prepare_kept(entry, sql.data, 2, types);
 		}
 	}
 	else
 	{
-		appendStringInfo(&sql, "UPDATE ONLY %s SET ", other);
+		appendStringInfo(&sql, "UPDATE ONLY %s AS s SET ", other);
 		for (i = 0; i < sync->ncols; i++)
-			appendStringInfo(&sql, "%s%s = $%d", i ? ", " : "",
-							 quote_identifier(args[SYNC_FIXED_ARGS + i]), i + 2);
-		appendStringInfo(&sql, " WHERE %s = $1", quote_identifier(args[4]));
-		sync->update_source = cu_prepare_kept(entry, sql.data, sync->ncols + 1, sync->argtypes);
+		{
+			const char *c = quote_identifier(args[SYNC_FIXED_ARGS + i]);
+
+			appendStringInfo(&sql, "%s%s = t.%s", i ? ", " : "", c, c);
+		}
+		appendStringInfo(&sql, " FROM ONLY %s t WHERE t.%s OPERATOR(pg_catalog.=) $1 AND s.%s OPERATOR(pg_catalog.=) $1",
+						 self, key, otherkey);
+		sync->update_source = split_sync_prepare_key(entry, sync, sql.data, false);
 
 		resetStringInfo(&sql);
-		appendStringInfo(&sql, "SELECT 1 FROM ONLY %s WHERE %s = $1", other, quote_identifier(args[4]));
-		sync->source_exists = cu_prepare_kept(entry, sql.data, 1, sync->argtypes);
+		appendStringInfo(&sql, "SELECT 1 FROM ONLY %s WHERE %s OPERATOR(pg_catalog.=) $1", other, otherkey);
+		sync->source_exists = split_sync_prepare_key(entry, sync, sql.data, false);
 	}
-	pfree(sql.data);
 
 	entry->data = sync;
 	entry->valid = true;
 	return sync;
 }
 
-static SplitSync *
-split_sync_get(TriggerData *trigdata, bool source_side)
+/*
+ * The pending run of source keys (see the header comment).
+ */
+typedef enum MirrorKind
 {
-	CuTriggerCacheEntry *entry = cu_trigger_cache_lookup(trigdata->tg_trigger->tgoid);
+	MIRROR_NONE,
+	MIRROR_INSERT,
+	MIRROR_UPSERT,
+	MIRROR_DELETE
+} MirrorKind;
 
-	if (entry->valid)
-		return (SplitSync *) entry->data;
-	{
-		void	   *built;
-
-		/* prepared statements need an SPI connection; the kept plans outlive it */
-		SPI_connect();
-		built = split_sync_build(entry, trigdata, source_side);
-		SPI_finish();
-		return built;
-	}
-}
-
-/* Fill values[0] = key, values[1..] = moved columns from a row of the trigger's table. */
-static void
-split_sync_values(SplitSync *sync, HeapTuple tuple, TupleDesc desc, Datum *values, char *nulls)
+typedef struct MirrorRun
 {
-	bool		isnull;
-	int			i;
+	CuTriggerCacheEntry *entry; /* whose plans (kept until the run is written) */
+	SplitSync  *sync;
+	MirrorKind	kind;
+	int			n;
+	int			cap;
+	Datum	   *keys;
+	SubTransactionId *subids;
+	MemoryContext cxt;
+} MirrorRun;
 
-	values[0] = heap_getattr(tuple, sync->key_attnum, desc, &isnull);
-	nulls[0] = isnull ? 'n' : ' ';
-	for (i = 0; i < sync->ncols; i++)
-	{
-		values[i + 1] = heap_getattr(tuple, sync->attnums[i], desc, &isnull);
-		nulls[i + 1] = isnull ? 'n' : ' ';
-	}
-}
-
-static bool
-split_sync_same(Datum a, char anull, Datum b, char bnull, Form_pg_attribute att)
-{
-	if (anull == 'n' || bnull == 'n')
-		return anull == bnull;
-	return datumIsEqual(a, b, att->attbyval, att->attlen);
-}
-
-/* Did any moved column change?  (A binary difference is enough to mirror.) */
-static bool
-split_sync_changed(SplitSync *sync, TupleDesc desc, Datum *oldv, char *oldn, Datum *newv, char *newn)
-{
-	int			i;
-
-	for (i = 0; i < sync->ncols; i++)
-		if (!split_sync_same(oldv[i + 1], oldn[i + 1], newv[i + 1], newn[i + 1],
-							 TupleDescAttr(desc, sync->attnums[i] - 1)))
-			return true;
-	return false;
-}
+static MirrorRun mirror_run;
 
 /* Run fn under the loop guard and an SPI connection. */
 #define CU_GUARDED(...) \
@@ -209,6 +259,212 @@ split_sync_changed(SplitSync *sync, TupleDesc desc, Datum *oldv, char *oldn, Dat
 		SPI_finish(); \
 	} while (0)
 
+/* Write the pending run with one statement, then forget it. */
+static void
+mirror_flush(void)
+{
+	MirrorRun	run = mirror_run;
+
+	if (run.kind == MIRROR_NONE)
+		return;
+	/* detach first: the write may fire triggers that start a new run */
+	memset(&mirror_run, 0, sizeof(mirror_run));
+
+	PG_TRY();
+	{
+		if (run.n > 0)
+		{
+			MemoryContext old = MemoryContextSwitchTo(run.cxt);
+			int			dims[1] = {run.n};
+			int			lbs[1] = {1};
+			Datum		param;
+			char		pnull[2] = {' ', '\0'};
+
+			param = PointerGetDatum(construct_md_array(run.keys, NULL, 1, dims, lbs, run.sync->keytype,
+													   run.sync->keylen, run.sync->keybyval,
+													   run.sync->keyalign));
+			MemoryContextSwitchTo(old);
+			CU_GUARDED(
+				{
+					if (run.kind == MIRROR_INSERT)
+						cu_spi_exec_plan(run.sync->insert_many, &param, pnull, SPI_OK_INSERT,
+										 "mirroring inserts");
+					else if (run.kind == MIRROR_UPSERT)
+						cu_spi_exec_plan(run.sync->upsert_many, &param, pnull, SPI_OK_INSERT,
+										 "mirroring updates");
+					else
+						cu_spi_exec_plan(run.sync->delete_many, &param, pnull, SPI_OK_DELETE,
+										 "mirroring deletes");
+				});
+		}
+	}
+	PG_FINALLY();
+	{
+		MemoryContextDelete(run.cxt);
+	}
+	PG_END_TRY();
+}
+
+/* Add one key to the pending run (writing the run first if it is of another kind). */
+static void
+mirror_append(CuTriggerCacheEntry *entry, SplitSync *sync, MirrorKind kind, Datum key)
+{
+	MemoryContext old;
+
+	if (mirror_run.kind != MIRROR_NONE && (mirror_run.entry != entry || mirror_run.kind != kind))
+		mirror_flush();
+	if (mirror_run.kind == MIRROR_NONE)
+	{
+		mirror_run.cxt = AllocSetContextCreate(TopTransactionContext, "customer_unify mirror run",
+											   ALLOCSET_SMALL_SIZES);
+		mirror_run.entry = entry;
+		mirror_run.sync = sync;
+		mirror_run.kind = kind;
+	}
+
+	old = MemoryContextSwitchTo(mirror_run.cxt);
+	if (mirror_run.n == mirror_run.cap)
+	{
+		mirror_run.cap = mirror_run.cap ? mirror_run.cap * 2 : 16;
+		if (mirror_run.keys == NULL)
+		{
+			mirror_run.keys = palloc(sizeof(Datum) * mirror_run.cap);
+			mirror_run.subids = palloc(sizeof(SubTransactionId) * mirror_run.cap);
+		}
+		else
+		{
+			mirror_run.keys = repalloc(mirror_run.keys, sizeof(Datum) * mirror_run.cap);
+			mirror_run.subids = repalloc(mirror_run.subids, sizeof(SubTransactionId) * mirror_run.cap);
+		}
+	}
+	if (sync->keylen == -1)
+		mirror_run.keys[mirror_run.n] = PointerGetDatum(PG_DETOAST_DATUM_COPY(key));
+	else
+		mirror_run.keys[mirror_run.n] = datumCopy(key, sync->keybyval, sync->keylen);
+	mirror_run.subids[mirror_run.n] = GetCurrentSubTransactionId();
+	mirror_run.n++;
+	MemoryContextSwitchTo(old);
+
+	if (mirror_run.n >= MIRROR_BATCH_ROWS)
+		mirror_flush();
+}
+
+static void
+mirror_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+		case XACT_EVENT_PARALLEL_PRE_COMMIT:
+		case XACT_EVENT_PRE_PREPARE:
+			if (mirror_run.kind != MIRROR_NONE && mirror_run.n > 0)
+			{
+				int			n = mirror_run.n;
+
+				memset(&mirror_run, 0, sizeof(mirror_run));
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("customer_unify: %d mirrored rows were never written to the target", n),
+						 errdetail("The statement-level trigger customer_unify_sync_flush did not fire; the transaction is rolled back so that nothing is lost."),
+						 errhint("Do not disable the customer_unify triggers while a migration is live.")));
+			}
+			break;
+		default:
+			/* the run's memory belongs to the transaction */
+			memset(&mirror_run, 0, sizeof(mirror_run));
+			break;
+	}
+}
+
+static void
+mirror_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						SubTransactionId parentSubid, void *arg)
+{
+	int			i;
+
+	if (mirror_run.kind == MIRROR_NONE)
+		return;
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
+		/* keys of the aborted subtransaction are the tail of the run */
+		while (mirror_run.n > 0 && mirror_run.subids[mirror_run.n - 1] == mySubid)
+			mirror_run.n--;
+	}
+	else if (event == SUBXACT_EVENT_COMMIT_SUB)
+	{
+		for (i = 0; i < mirror_run.n; i++)
+			if (mirror_run.subids[i] == mySubid)
+				mirror_run.subids[i] = parentSubid;
+	}
+}
+
+void
+cu_sync_trigger_init(void)
+{
+	RegisterXactCallback(mirror_xact_callback, NULL);
+	RegisterSubXactCallback(mirror_subxact_callback, NULL);
+}
+
+static SplitSync *
+split_sync_get(TriggerData *trigdata, bool source_side, CuTriggerCacheEntry **entryp)
+{
+	CuTriggerCacheEntry *entry = cu_trigger_cache_lookup(trigdata->tg_trigger->tgoid);
+	void	   *built;
+
+	*entryp = entry;
+	if (entry->valid)
+		return (SplitSync *) entry->data;
+	/* a pending run still uses this entry's plans: write it before they are rebuilt */
+	if (mirror_run.kind != MIRROR_NONE && mirror_run.entry == entry)
+		mirror_flush();
+	/* prepared statements need an SPI connection; the kept plans outlive it */
+	SPI_connect();
+	built = split_sync_build(entry, trigdata, source_side);
+	SPI_finish();
+	return built;
+}
+
+static Datum
+split_sync_key(SplitSync *sync, HeapTuple tuple, TupleDesc desc, bool *isnull)
+{
+	return heap_getattr(tuple, sync->key_attnum, desc, isnull);
+}
+
+static bool
+split_sync_same(Datum a, bool anull, Datum b, bool bnull, Form_pg_attribute att)
+{
+	if (anull || bnull)
+		return anull == bnull;
+	return datumIsEqual(a, b, att->attbyval, att->attlen);
+}
+
+/* Did any moved column change?  (A binary difference is enough to mirror.) */
+static bool
+split_sync_changed(SplitSync *sync, TupleDesc desc, HeapTuple oldtup, HeapTuple newtup)
+{
+	int			i;
+
+	for (i = 0; i < sync->ncols; i++)
+	{
+		bool		on,
+					nn;
+		Datum		o = heap_getattr(oldtup, sync->attnums[i], desc, &on);
+		Datum		n = heap_getattr(newtup, sync->attnums[i], desc, &nn);
+
+		if (!split_sync_same(o, on, n, nn, TupleDescAttr(desc, sync->attnums[i] - 1)))
+			return true;
+	}
+	return false;
+}
+
+static void
+split_sync_write_one(SplitSync *sync, SPIPlanPtr plan, Datum key, int expected, const char *what)
+{
+	char		knull[2] = {' ', '\0'};
+
+	CU_GUARDED(cu_spi_exec_plan(plan, &key, knull, expected, what));
+}
+
 PG_FUNCTION_INFO_V1(cu_split_sync_source);
 
 Datum
@@ -217,60 +473,80 @@ cu_split_sync_source(PG_FUNCTION_ARGS)
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	TupleDesc	desc;
 	SplitSync  *sync;
-	Datum	   *oldv,
-			   *newv;
-	char	   *oldn,
-			   *newn;
+	CuTriggerCacheEntry *entry;
+	Datum		key;
+	bool		keynull;
 
 	cu_check_trigger_call(fcinfo, "split_sync_source", false);
 	if (cu_sync_guard_depth > 0)
 		return PointerGetDatum(NULL);
 
 	desc = RelationGetDescr(trigdata->tg_relation);
-	sync = split_sync_get(trigdata, true);
-	oldv = palloc(sizeof(Datum) * (sync->ncols + 1));
-	newv = palloc(sizeof(Datum) * (sync->ncols + 1));
-	oldn = palloc(sync->ncols + 2);
-	newn = palloc(sync->ncols + 2);
-	oldn[sync->ncols + 1] = newn[sync->ncols + 1] = '\0';
+	sync = split_sync_get(trigdata, true, &entry);
 
 	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
 	{
-		split_sync_values(sync, trigdata->tg_trigtuple, desc, newv, newn);
-		CU_GUARDED(cu_spi_exec_plan(sync->upsert_target, newv, newn, SPI_OK_INSERT, "mirroring an insert"));
+		key = split_sync_key(sync, trigdata->tg_trigtuple, desc, &keynull);
+		if (sync->batchable)
+			mirror_append(entry, sync, MIRROR_INSERT, key);
+		else
+			split_sync_write_one(sync, sync->upsert_one, key, SPI_OK_INSERT, "mirroring an insert");
 	}
 	else if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
 	{
-		bool		rekey;
+		bool		newnull;
+		Datum		oldkey = split_sync_key(sync, trigdata->tg_trigtuple, desc, &keynull);
+		Datum		newkey = split_sync_key(sync, trigdata->tg_newtuple, desc, &newnull);
 
-		split_sync_values(sync, trigdata->tg_trigtuple, desc, oldv, oldn);
-		split_sync_values(sync, trigdata->tg_newtuple, desc, newv, newn);
-		rekey = !split_sync_same(oldv[0], oldn[0], newv[0], newn[0],
-								 TupleDescAttr(desc, sync->key_attnum - 1));
-		if (rekey || split_sync_changed(sync, desc, oldv, oldn, newv, newn))
+		if (!split_sync_same(oldkey, keynull, newkey, newnull, TupleDescAttr(desc, sync->key_attnum - 1)))
 		{
-			if (rekey)
-				cu_advisory_xact_lock(sync->migration_id, false);
+			/* a key change is written at once, in order with the run before it */
+			Datum		kv[2] = {oldkey, newkey};
+			char		kn[3] = {' ', ' ', '\0'};
+
+			mirror_flush();
+			cu_advisory_xact_lock(sync->migration_id, false);
 			CU_GUARDED(
 				{
-					if (rekey)
-					{
-						Datum		kv[2] = {oldv[0], newv[0]};
-						char		kn[3] = {' ', ' ', '\0'};
-
-						cu_spi_exec_plan(sync->rekey_target, kv, kn, SPI_OK_UPDATE, "mirroring a key change");
-					}
-					cu_spi_exec_plan(sync->upsert_target, newv, newn, SPI_OK_INSERT, "mirroring an update");
+					cu_spi_exec_plan(sync->rekey, kv, kn, SPI_OK_UPDATE, "mirroring a key change");
+					cu_spi_exec_plan(sync->upsert_one, &newkey, kn + 1, SPI_OK_INSERT, "mirroring an update");
 				});
+		}
+		else if (split_sync_changed(sync, desc, trigdata->tg_trigtuple, trigdata->tg_newtuple))
+		{
+			if (sync->batchable)
+				mirror_append(entry, sync, MIRROR_UPSERT, newkey);
+			else
+				split_sync_write_one(sync, sync->upsert_one, newkey, SPI_OK_INSERT, "mirroring an update");
 		}
 	}
 	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
 	{
-		split_sync_values(sync, trigdata->tg_trigtuple, desc, oldv, oldn);
+		key = split_sync_key(sync, trigdata->tg_trigtuple, desc, &keynull);
 		/* a backfill batch in flight must not copy the row this delete removes */
 		cu_advisory_xact_lock(sync->migration_id, false);
-		CU_GUARDED(cu_spi_exec_plan(sync->delete_target, oldv, oldn, SPI_OK_DELETE, "mirroring a delete"));
+		if (sync->batchable)
+			mirror_append(entry, sync, MIRROR_DELETE, key);
+		else
+			split_sync_write_one(sync, sync->delete_one, key, SPI_OK_DELETE, "mirroring a delete");
 	}
+	return PointerGetDatum(NULL);
+}
+
+PG_FUNCTION_INFO_V1(cu_split_sync_flush);
+
+/* AFTER ... FOR EACH STATEMENT on the source: write the pending run. */
+Datum
+cu_split_sync_flush(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) ||
+		!TRIGGER_FIRED_AFTER(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("split_sync_flush: must be fired AFTER ... FOR EACH STATEMENT")));
+	mirror_flush();
 	return PointerGetDatum(NULL);
 }
 
@@ -282,34 +558,46 @@ cu_split_sync_target(PG_FUNCTION_ARGS)
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	TupleDesc	desc;
 	SplitSync  *sync;
-	Datum	   *oldv,
-			   *newv;
-	char	   *oldn,
-			   *newn;
+	CuTriggerCacheEntry *entry;
+	Datum		key;
+	bool		keynull;
+	char		knull[2] = {' ', '\0'};
 
 	cu_check_trigger_call(fcinfo, "split_sync_target", false);
 	if (cu_sync_guard_depth > 0)
 		return PointerGetDatum(NULL);
 
 	desc = RelationGetDescr(trigdata->tg_relation);
-	sync = split_sync_get(trigdata, false);
-	oldv = palloc(sizeof(Datum) * (sync->ncols + 1));
-	newv = palloc(sizeof(Datum) * (sync->ncols + 1));
-	oldn = palloc(sync->ncols + 2);
-	newn = palloc(sync->ncols + 2);
-	oldn[sync->ncols + 1] = newn[sync->ncols + 1] = '\0';
+	sync = split_sync_get(trigdata, false, &entry);
 
 	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) || TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
 	{
 		bool		is_insert = TRIGGER_FIRED_BY_INSERT(trigdata->tg_event);
 		HeapTuple	newtuple = is_insert ? trigdata->tg_trigtuple : trigdata->tg_newtuple;
 
-		split_sync_values(sync, newtuple, desc, newv, newn);
+		key = split_sync_key(sync, newtuple, desc, &keynull);
+		if (keynull)
+			return PointerGetDatum(NULL);	/* the NOT NULL constraint reports it */
 		if (!is_insert)
 		{
-			split_sync_values(sync, trigdata->tg_trigtuple, desc, oldv, oldn);
-			if (!split_sync_same(oldv[0], oldn[0], newv[0], newn[0],
-								 TupleDescAttr(desc, sync->key_attnum - 1)))
+			bool		oldnull;
+			Datum		oldkey = split_sync_key(sync, trigdata->tg_trigtuple, desc, &oldnull);
+
+			if (!split_sync_same(oldkey, oldnull, key, keynull, TupleDescAttr(desc, sync->key_attnum - 1)))
+			{
+				bool		old_exists,
+							new_exists;
+
+				/* the link foreign key's ON UPDATE CASCADE following a key change of the source is fine */
+				CU_GUARDED(
+					{
+						cu_spi_exec_plan(sync->source_exists, &oldkey, knull, SPI_OK_SELECT, "checking the source row");
+						old_exists = SPI_processed > 0;
+						cu_spi_exec_plan(sync->source_exists, &key, knull, SPI_OK_SELECT, "checking the source row");
+						new_exists = SPI_processed > 0;
+					});
+				if (!old_exists && new_exists)
+					return PointerGetDatum(NULL);
 				ereport(ERROR,
 						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 						 errmsg("cannot change the link column of \"%s\" while migration %lld is live",
@@ -317,33 +605,37 @@ cu_split_sync_target(PG_FUNCTION_ARGS)
 						 errdetail("\"%s\" is kept 1:1 with \"%s\" until the migration is finalized.",
 								   sync->this_name, sync->other_name),
 						 errhint("Change the key in \"%s\"; the change is mirrored.", sync->other_name)));
-			if (!split_sync_changed(sync, desc, oldv, oldn, newv, newn))
+			}
+			if (!split_sync_changed(sync, desc, trigdata->tg_trigtuple, trigdata->tg_newtuple))
 				return PointerGetDatum(NULL);
 		}
 		CU_GUARDED(
 			{
-				cu_spi_exec_plan(sync->update_source, newv, newn, SPI_OK_UPDATE,
+				cu_spi_exec_plan(sync->update_source, &key, knull, SPI_OK_UPDATE,
 								 "mirroring into the source");
 				if (SPI_processed == 0)
-					ereport(ERROR,
-							(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
-							 errmsg("no row in \"%s\" with %s = %s for the new row of \"%s\"",
-									sync->other_name, quote_identifier(sync->other_key),
-									newn[0] == 'n' ? "NULL" :
-									cu_datum_text(sync->argtypes[0], newv[0]),
-									sync->this_name),
-							 errdetail("While migration %lld is live, every row of \"%s\" belongs to a row of \"%s\".",
-									   (long long) sync->migration_id, sync->this_name, sync->other_name),
-							 errhint("Insert the row into \"%s\" first (or through the compatibility view).",
-									 sync->other_name)));
+				{
+					/* no source row, or the target row is already gone again */
+					cu_spi_exec_plan(sync->source_exists, &key, knull, SPI_OK_SELECT, "checking the source row");
+					if (SPI_processed == 0)
+						ereport(ERROR,
+								(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
+								 errmsg("no row in \"%s\" with %s = %s for the new row of \"%s\"",
+										sync->other_name, quote_identifier(sync->other_key),
+										cu_datum_text(sync->keytype, key), sync->this_name),
+								 errdetail("While migration %lld is live, every row of \"%s\" belongs to a row of \"%s\".",
+										   (long long) sync->migration_id, sync->this_name, sync->other_name),
+								 errhint("Insert the row into \"%s\" first (or through the compatibility view).",
+										 sync->other_name)));
+				}
 			});
 	}
 	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
 	{
-		split_sync_values(sync, trigdata->tg_trigtuple, desc, oldv, oldn);
+		key = split_sync_key(sync, trigdata->tg_trigtuple, desc, &keynull);
 		CU_GUARDED(
 			{
-				cu_spi_exec_plan(sync->source_exists, oldv, oldn, SPI_OK_SELECT, "checking the source row");
+				cu_spi_exec_plan(sync->source_exists, &key, knull, SPI_OK_SELECT, "checking the source row");
 				if (SPI_processed > 0)
 					ereport(ERROR,
 							(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),

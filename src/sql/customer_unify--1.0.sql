@@ -139,30 +139,37 @@ CREATE POLICY owner_writes ON customer_unify.backfill_state FOR ALL
 
 -------------------------------------------------------------------------------
 -- C entry points
+--
+-- The row-level C functions below carry no SET search_path: a SET clause costs
+-- a GUC save/restore on every row. They do not need one: every statement they
+-- prepare names relations schema-qualified and operators as
+-- OPERATOR(pg_catalog.=), and parameters are typed by OID.
 -------------------------------------------------------------------------------
 -- true while this backend is writing a mirrored row (the sync loop guard)
 CREATE FUNCTION customer_unify._sync_guard_active() RETURNS boolean
     LANGUAGE c VOLATILE PARALLEL RESTRICTED
-    SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'cu_sync_guard_active';
 
 CREATE FUNCTION customer_unify.split_sync_source() RETURNS trigger
     LANGUAGE c
-    SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'cu_split_sync_source';
 COMMENT ON FUNCTION customer_unify.split_sync_source() IS
     'AFTER ROW trigger on a split source: mirrors INSERT/UPDATE/DELETE of the moved columns into the target.';
 
+CREATE FUNCTION customer_unify.split_sync_flush() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cu_split_sync_flush';
+COMMENT ON FUNCTION customer_unify.split_sync_flush() IS
+    'AFTER STATEMENT trigger on a split source: writes the rows the row trigger collected with one statement.';
+
 CREATE FUNCTION customer_unify.split_sync_target() RETURNS trigger
     LANGUAGE c
-    SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'cu_split_sync_target';
 COMMENT ON FUNCTION customer_unify.split_sync_target() IS
     'AFTER ROW trigger on a split target: mirrors writes of the moved columns back into the source.';
 
 CREATE FUNCTION customer_unify.compat_view_route() RETURNS trigger
     LANGUAGE c
-    SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'cu_compat_view_route';
 COMMENT ON FUNCTION customer_unify.compat_view_route() IS
     'INSTEAD OF trigger of a compatibility view: routes INSERT/UPDATE/DELETE (with RETURNING) to the new tables.';
@@ -728,6 +735,13 @@ BEGIN
     RETURN NEXT;
 
     v_seq := v_seq + 1; seq := v_seq;
+    statement := format('CREATE TRIGGER customer_unify_sync_flush AFTER INSERT OR UPDATE OR DELETE ON %s '
+                        'FOR EACH STATEMENT EXECUTE FUNCTION customer_unify.split_sync_flush()', v_src);
+    inverse := format('DROP TRIGGER IF EXISTS customer_unify_sync_flush ON %s', v_src);
+    lock_mode := 'SHARE ROW EXCLUSIVE'; lock_relation := v_src;
+    RETURN NEXT;
+
+    v_seq := v_seq + 1; seq := v_seq;
     statement := format('CREATE TRIGGER customer_unify_sync AFTER INSERT OR UPDATE OF %s, %s OR DELETE ON %s '
                         'FOR EACH ROW WHEN (NOT customer_unify._sync_guard_active()) '
                         'EXECUTE FUNCTION customer_unify.split_sync_source(%s)',
@@ -858,10 +872,13 @@ BEGIN
     statement := format('DROP TRIGGER customer_unify_sync ON %s', v_src);
     RETURN NEXT;
     seq := 3;
+    statement := format('DROP TRIGGER customer_unify_sync_flush ON %s', v_src);
+    RETURN NEXT;
+    seq := 4;
     statement := format('DROP TRIGGER customer_unify_sync ON %s', v_tgt);
     lock_relation := v_tgt;
     RETURN NEXT;
-    v_seq := 3;
+    v_seq := 4;
     -- sequences owned by a moved column now belong to the target's column
     FOR v_c IN
         SELECT d.objid::regclass::text AS seq, a.attname
@@ -922,7 +939,7 @@ AS $$
     -- triggers (WHEN clauses, UPDATE OF lists), other than our own
     SELECT 'trigger', format('%I on %s', t.tgname, t.tgrelid::regclass), 'uses ' || deps.cols, true
       FROM deps JOIN pg_trigger t ON deps.classid = 'pg_trigger'::regclass AND t.oid = deps.objid
-     WHERE t.tgname NOT IN ('customer_unify_sync', 'customer_unify_route')
+     WHERE t.tgname NOT IN ('customer_unify_sync', 'customer_unify_sync_flush', 'customer_unify_route')
     UNION ALL
     -- constraints: CHECKs and FKs that only use moved columns travel; others block
     SELECT CASE c.contype WHEN 'c' THEN 'check constraint' WHEN 'f' THEN 'foreign key'
@@ -985,7 +1002,7 @@ AS $$
        AND p.pronamespace <> (SELECT e.extnamespace FROM pg_extension e WHERE e.extname = 'customer_unify')
        AND (p.prosrc ~* ('\m' || regexp_replace(m.spec->>'source_table', '([\.\^\$\*\+\?\(\)\[\]\{\}\|\\])', '\\\1', 'g') || '\M')
             OR p.oid IN (SELECT t.tgfoid FROM pg_trigger t WHERE t.tgrelid = m.source AND NOT t.tgisinternal
-                            AND t.tgname NOT IN ('customer_unify_sync')))
+                            AND t.tgname NOT IN ('customer_unify_sync', 'customer_unify_sync_flush')))
      GROUP BY p.oid
 $$;
 
