@@ -57,8 +57,10 @@ typedef struct BackfillJob
 	char	   *scollist;		/* the same, prefixed with s. */
 	SPIPlanPtr	bound_first;
 	SPIPlanPtr	bound_next;
-	SPIPlanPtr	copy_first;
-	SPIPlanPtr	copy_next;
+	SPIPlanPtr	fast_first;		/* one statement per batch: anti-join, LIMIT, RETURNING */
+	SPIPlanPtr	fast_next;
+	SPIPlanPtr	copy_first_safe;	/* ON CONFLICT DO NOTHING, after a race with a trigger */
+	SPIPlanPtr	copy_next_safe;
 	SPIPlanPtr	checkpoint;
 } BackfillJob;
 
@@ -92,8 +94,13 @@ backfill_local_settings(int lock_timeout_ms)
 
 	snprintf(buf, sizeof(buf), "%dms", lock_timeout_ms);
 	values[0] = CStringGetTextDatum(buf);
+	/*
+	 * synchronous_commit off is safe here: the checkpoint commits with its
+	 * batch, so a batch lost in a crash is simply copied again.
+	 */
 	backfill_exec("SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true), "
-				  "pg_catalog.set_config('lock_timeout', $1, true)",
+				  "pg_catalog.set_config('lock_timeout', $1, true), "
+				  "pg_catalog.set_config('synchronous_commit', 'off', true)",
 				  1, types, values, NULL, SPI_OK_SELECT);
 	SPI_freetuptable(SPI_tuptable);
 }
@@ -226,21 +233,62 @@ backfill_load(BackfillJob *job, const char *name)
 						 job->key, job->source, job->key, job->keytype, job->key, job->keytype, job->key);
 		job->bound_next = backfill_prepare(buf.data, 3, btypes);
 
-		/* the copy of one key range */
-		resetStringInfo(&buf);
-		appendStringInfo(&buf,
-						 "INSERT INTO %s (%s%s) SELECT s.%s%s FROM ONLY %s s WHERE s.%s <= $2::%s "
-						 "ON CONFLICT (%s) DO NOTHING",
-						 job->target, job->link, job->collist, job->key, job->scollist,
-						 job->source, job->key, job->keytype, job->link);
-		job->copy_first = backfill_prepare(buf.data, 2, btypes);
-		resetStringInfo(&buf);
-		appendStringInfo(&buf,
-						 "INSERT INTO %s (%s%s) SELECT s.%s%s FROM ONLY %s s WHERE s.%s > $1::%s AND s.%s <= $2::%s "
-						 "ON CONFLICT (%s) DO NOTHING",
-						 job->target, job->link, job->collist, job->key, job->scollist,
-						 job->source, job->key, job->keytype, job->key, job->keytype, job->link);
-		job->copy_next = backfill_prepare(buf.data, 2, btypes);
+		/*
+		 * The copy of one key range.  The anti-join skips rows the sync
+		 * triggers already mirrored at the cost of one index probe, about
+		 * half the cost of the speculative insertion ON CONFLICT needs; a
+		 * trigger that mirrors a row of the range concurrently makes the
+		 * batch fail with a unique violation, and the batch is then redone
+		 * with ON CONFLICT DO NOTHING.
+		 */
+		{
+			int			safe;
+
+			for (safe = 0; safe < 2; safe++)
+			{
+				int			first;
+
+				for (first = 0; first < 2; first++)
+				{
+					resetStringInfo(&buf);
+					appendStringInfo(&buf, "INSERT INTO %s (%s%s) SELECT s.%s%s FROM ONLY %s s WHERE ",
+									 job->target, job->link, job->collist, job->key, job->scollist, job->source);
+					if (!first)
+						appendStringInfo(&buf, "s.%s > $1::%s AND ", job->key, job->keytype);
+					appendStringInfo(&buf, "s.%s <= $2::%s", job->key, job->keytype);
+					if (safe)
+						appendStringInfo(&buf, " ON CONFLICT (%s) DO NOTHING", job->link);
+					else
+						appendStringInfo(&buf, " AND NOT EXISTS (SELECT 1 FROM ONLY %s t WHERE t.%s = s.%s)",
+										 job->target, job->link, job->key);
+					if (!safe)
+					{
+						/*
+						 * The usual path: the next batch_size rows not yet in
+						 * the target, in key order, and the last key copied.
+						 * Rows skipped because a trigger mirrored them lie
+						 * below that key, so the checkpoint stays exact.
+						 */
+						StringInfoData fast;
+
+						initStringInfo(&fast);
+						appendStringInfo(&fast, "WITH ins AS (%s ORDER BY s.%s LIMIT $3 RETURNING %s) "
+										 "SELECT (SELECT i.%s::pg_catalog.text FROM ins i ORDER BY i.%s DESC LIMIT 1), "
+										 "(SELECT pg_catalog.count(*) FROM ins)",
+										 buf.data, job->key, job->link, job->link, job->link);
+						if (first)
+							job->fast_first = backfill_prepare(fast.data, 3, btypes);
+						else
+							job->fast_next = backfill_prepare(fast.data, 3, btypes);
+						pfree(fast.data);
+					}
+					if (safe && first)
+						job->copy_first_safe = backfill_prepare(buf.data, 2, btypes);
+					else if (safe)
+						job->copy_next_safe = backfill_prepare(buf.data, 2, btypes);
+				}
+			}
+		}
 	}
 	{
 		Oid			ctypes[3] = {INT8OID, TEXTOID, INT8OID};
@@ -358,6 +406,7 @@ cu_backfill(PG_FUNCTION_ARGS)
 	while (!complete && (max_batches < 0 || batches < max_batches))
 	{
 		int			attempt = 0;
+		bool		safe_copy = false;
 		char	   *hi = NULL;
 		int64		copied = 0;
 		int64		scanned = 0;
@@ -378,36 +427,71 @@ cu_backfill(PG_FUNCTION_ARGS)
 				int			rc;
 
 				backfill_local_settings(lock_timeout_ms);
+				/*
+				 * The plans are prepared once, while the target is still
+				 * small: keep the planner on index range scans and a nested
+				 * loop anti-join however the target grows.
+				 */
+				backfill_exec("SELECT pg_catalog.set_config('enable_seqscan', 'off', true), "
+							  "pg_catalog.set_config('enable_hashjoin', 'off', true), "
+							  "pg_catalog.set_config('enable_mergejoin', 'off', true)",
+							  0, NULL, NULL, NULL, SPI_OK_SELECT);
+				SPI_freetuptable(SPI_tuptable);
 				cu_advisory_xact_lock(job.migration_id, true);
 
 				values[0] = last_key ? CStringGetTextDatum(last_key) : (Datum) 0;
 				nulls[0] = last_key ? ' ' : 'n';
 				values[1] = CStringGetTextDatum(end_key);
-				values[2] = Int64GetDatum((int64) batch_size - 1);
-				rc = SPI_execute_plan(last_key ? job.bound_next : job.bound_first, values, nulls, false, 1);
-				if (rc != SPI_OK_SELECT)
-					elog(ERROR, "customer_unify: backfill bound query failed: %s", SPI_result_code_string(rc));
-				/* a full batch ends at the probed key; the last one at the end key */
-				full_batch = SPI_processed > 0;
-				hi = full_batch ? backfill_getstr(1) : pstrdup(end_key);
-				SPI_freetuptable(SPI_tuptable);
+				if (!safe_copy)
+				{
+					/* one statement: copy the next batch, return its last key */
+					values[2] = Int64GetDatum((int64) batch_size);
+					cu_sync_guard_depth++;
+					PG_TRY();
+					{
+						rc = SPI_execute_plan(last_key ? job.fast_next : job.fast_first, values, nulls, false, 0);
+					}
+					PG_FINALLY();
+					{
+						cu_sync_guard_depth--;
+					}
+					PG_END_TRY();
+					if (rc != SPI_OK_SELECT || SPI_processed != 1)
+						elog(ERROR, "customer_unify: backfill copy failed: %s", SPI_result_code_string(rc));
+					copied = pg_strtoint64(backfill_getstr(2));
+					/* fewer rows than asked for: the range is exhausted */
+					hi = copied < batch_size ? pstrdup(end_key) : backfill_getstr(1);
+					SPI_freetuptable(SPI_tuptable);
+					scanned = copied;
+				}
+				else
+				{
+					/* after a race with a trigger: probe the batch's end, copy with ON CONFLICT */
+					values[2] = Int64GetDatum((int64) batch_size - 1);
+					rc = SPI_execute_plan(last_key ? job.bound_next : job.bound_first, values, nulls, false, 1);
+					if (rc != SPI_OK_SELECT)
+						elog(ERROR, "customer_unify: backfill bound query failed: %s", SPI_result_code_string(rc));
+					full_batch = SPI_processed > 0;
+					hi = full_batch ? backfill_getstr(1) : pstrdup(end_key);
+					SPI_freetuptable(SPI_tuptable);
 
-				values[1] = CStringGetTextDatum(hi);
-				cu_sync_guard_depth++;
-				PG_TRY();
-				{
-					rc = SPI_execute_plan(last_key ? job.copy_next : job.copy_first, values, nulls, false, 0);
+					values[1] = CStringGetTextDatum(hi);
+					cu_sync_guard_depth++;
+					PG_TRY();
+					{
+						rc = SPI_execute_plan(last_key ? job.copy_next_safe : job.copy_first_safe,
+											  values, nulls, false, 0);
+					}
+					PG_FINALLY();
+					{
+						cu_sync_guard_depth--;
+					}
+					PG_END_TRY();
+					if (rc != SPI_OK_INSERT)
+						elog(ERROR, "customer_unify: backfill copy failed: %s", SPI_result_code_string(rc));
+					copied = (int64) SPI_processed;
+					scanned = full_batch ? batch_size : copied;
 				}
-				PG_FINALLY();
-				{
-					cu_sync_guard_depth--;
-				}
-				PG_END_TRY();
-				if (rc != SPI_OK_INSERT)
-					elog(ERROR, "customer_unify: backfill copy failed: %s", SPI_result_code_string(rc));
-				copied = (int64) SPI_processed;
-				/* progress counts the rows of the key range, copied or already mirrored */
-				scanned = full_batch ? batch_size : copied;
 
 				values[0] = Int64GetDatum(job.migration_id);
 				values[1] = CStringGetTextDatum(hi);
@@ -432,6 +516,13 @@ cu_backfill(PG_FUNCTION_ARGS)
 				MemoryContextSwitchTo(oldcxt);
 				CurrentResourceOwner = oldowner;
 
+				if (edata->sqlerrcode == ERRCODE_UNIQUE_VIOLATION && !safe_copy)
+				{
+					/* a sync trigger mirrored a row of this range meanwhile */
+					safe_copy = true;
+					FreeErrorData(edata);
+					continue;
+				}
 				if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE ||
 					++attempt > BACKFILL_MAX_LOCK_RETRIES)
 					ReThrowError(edata);
