@@ -15,7 +15,9 @@ BEGIN NEW.score := NEW.score; RETURN NEW; END $$;
 CREATE TRIGGER users_score BEFORE UPDATE OF score ON users FOR EACH ROW EXECUTE FUNCTION audit_score();
 CREATE TABLE sms (id int PRIMARY KEY, to_phone text REFERENCES users (phone));
 
+SET client_min_messages = notice;
 SELECT customer_unify.split('dep_split', 'dep.users', 'user_details', ARRAY['phone', 'city', 'score']) > 0 AS planned;
+SET client_min_messages = warning;
 SELECT object_type, object_name, dependency, blocks_finalize FROM customer_unify.dependents('dep_split');
 CALL customer_unify.run('dep_split', batch_size => 10);
 -- the unique constraint on phone and the partial index on city were re-created on the target

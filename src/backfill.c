@@ -306,6 +306,25 @@ backfill_load(BackfillJob *job, const char *name)
 	return true;
 }
 
+/* Stop with a clear error if the migration was rolled back (or moved on) meanwhile. */
+static void
+backfill_check_state(BackfillJob *job)
+{
+	Oid			types[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(job->migration_id)};
+	char	   *state;
+
+	backfill_exec("SELECT m.state FROM customer_unify.migration m WHERE m.id OPERATOR(pg_catalog.=) $1",
+				  1, types, values, NULL, SPI_OK_SELECT);
+	state = SPI_processed > 0 ? backfill_getstr(1) : pstrdup("(dropped)");
+	SPI_freetuptable(SPI_tuptable);
+	if (strcmp(state, "started") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("backfill of migration \"%s\" stopped: the migration is now %s", job->name, state),
+				 errdetail("Another session changed the migration while the backfill ran.")));
+}
+
 PG_FUNCTION_INFO_V1(cu_backfill);
 
 Datum
@@ -437,6 +456,7 @@ cu_backfill(PG_FUNCTION_ARGS)
 							  "pg_catalog.set_config('enable_mergejoin', 'off', true)",
 							  0, NULL, NULL, NULL, SPI_OK_SELECT);
 				SPI_freetuptable(SPI_tuptable);
+				backfill_check_state(&job);
 				cu_advisory_xact_lock(job.migration_id, true);
 
 				values[0] = last_key ? CStringGetTextDatum(last_key) : (Datum) 0;

@@ -562,6 +562,16 @@ BEGIN
         RAISE EXCEPTION 'table % or name "%" is already used by a live migration', split.source::text, split.name
             USING ERRCODE = 'object_in_use';
     END;
+    -- dependents are found now, not at finalize
+    SELECT string_agg(format('%s %s (%s)', d.object_type, d.object_name, d.dependency), E'\n' ORDER BY 1, 2)
+      INTO v_live
+      FROM customer_unify._split_dependents((SELECT m FROM customer_unify.migration m WHERE m.id = v_id)) d
+     WHERE d.blocks_finalize;
+    IF v_live IS NOT NULL THEN
+        RAISE NOTICE 'objects depend on the columns to move; finalize will refuse until they are changed'
+            USING DETAIL = v_live,
+                  HINT = format('See SELECT * FROM customer_unify.dependents(%L);', split.name);
+    END IF;
     RETURN v_id;
 END
 $$;
