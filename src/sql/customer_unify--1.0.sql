@@ -563,7 +563,7 @@ BEGIN
             USING ERRCODE = 'object_in_use';
     END;
     -- dependents are found now, not at finalize
-    SELECT string_agg(format('%s %s (%s)', d.object_type, d.object_name, d.dependency), E'\n' ORDER BY 1, 2)
+    SELECT string_agg(format('%s %s (%s)', d.object_type, d.object_name, d.dependency), E'\n' ORDER BY d.object_type, d.object_name)
       INTO v_live
       FROM customer_unify._split_dependents((SELECT m FROM customer_unify.migration m WHERE m.id = v_id)) d
      WHERE d.blocks_finalize;
@@ -1231,7 +1231,7 @@ DECLARE
 BEGIN
     PERFORM customer_unify._check_owner(m);
     PERFORM customer_unify._require_state(m, ARRAY['cut_over'], 'finalize');
-    SELECT string_agg(format('%s %s (%s)', d.object_type, d.object_name, d.dependency), E'\n' ORDER BY 1)
+    SELECT string_agg(format('%s %s (%s)', d.object_type, d.object_name, d.dependency), E'\n' ORDER BY d.object_type, d.object_name)
       INTO v_list
       FROM customer_unify._split_dependents(m) d
      WHERE d.blocks_finalize AND NOT (ignore_text_matches AND d.object_type = 'function (text match)');
