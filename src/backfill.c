@@ -11,9 +11,10 @@
  *	  committed.  A cancel, crash or restart loses at most the batch in
  *	  flight; the next call resumes after the last committed key.  Rows
  *	  written concurrently are handled by the sync triggers: their upserts
- *	  win over the copy (ON CONFLICT DO NOTHING), and deletes take a shared
- *	  advisory lock that each batch takes exclusively, so a batch never
- *	  copies a row whose delete is in flight.
+ *	  win over the copy (the copy skips keys already in the target), and
+ *	  deletes take a shared advisory lock that each batch takes exclusively
+ *	  after its copy, before removing copied rows whose source row a
+ *	  concurrent delete removed.
  *
  *	  Each batch runs in a subtransaction under lock_timeout; on a lock
  *	  timeout it backs off and retries.  Statements are prepared once and
@@ -61,6 +62,8 @@ typedef struct BackfillJob
 	SPIPlanPtr	fast_next;
 	SPIPlanPtr	copy_first_safe;	/* ON CONFLICT DO NOTHING, after a race with a trigger */
 	SPIPlanPtr	copy_next_safe;
+	SPIPlanPtr	cleanup_first;	/* drop copied rows whose source row a concurrent delete removed */
+	SPIPlanPtr	cleanup_next;
 	SPIPlanPtr	checkpoint;
 } BackfillJob;
 
@@ -291,6 +294,23 @@ backfill_load(BackfillJob *job, const char *name)
 		}
 	}
 	{
+		Oid			ctypes[2] = {TEXTOID, TEXTOID};
+
+		resetStringInfo(&buf);
+		appendStringInfo(&buf,
+						 "DELETE FROM ONLY %s t WHERE t.%s <= $2::%s "
+						 "AND NOT EXISTS (SELECT 1 FROM ONLY %s s WHERE s.%s = t.%s)",
+						 job->target, job->link, job->keytype, job->source, job->key, job->link);
+		job->cleanup_first = backfill_prepare(buf.data, 2, ctypes);
+		resetStringInfo(&buf);
+		appendStringInfo(&buf,
+						 "DELETE FROM ONLY %s t WHERE t.%s > $1::%s AND t.%s <= $2::%s "
+						 "AND NOT EXISTS (SELECT 1 FROM ONLY %s s WHERE s.%s = t.%s)",
+						 job->target, job->link, job->keytype, job->link, job->keytype,
+						 job->source, job->key, job->link);
+		job->cleanup_next = backfill_prepare(buf.data, 2, ctypes);
+	}
+	{
 		Oid			ctypes[3] = {INT8OID, TEXTOID, INT8OID};
 
 		job->checkpoint = backfill_prepare(
@@ -424,18 +444,20 @@ cu_backfill(PG_FUNCTION_ARGS)
 
 	while (!complete && (max_batches < 0 || batches < max_batches))
 	{
-		int			attempt = 0;
-		bool		safe_copy = false;
-		char	   *hi = NULL;
-		int64		copied = 0;
-		int64		scanned = 0;
-		bool		full_batch = false;
+		volatile int attempt = 0;
+		volatile bool safe_copy = false;
+		char	   *volatile hi = NULL;
+		volatile int64 copied = 0;
+		volatile int64 scanned = 0;
+		volatile bool full_batch = false;
 
 		MemoryContextReset(batchcxt);
 		for (;;)
 		{
 			MemoryContext oldcxt = MemoryContextSwitchTo(batchcxt);
 			ResourceOwner oldowner = CurrentResourceOwner;
+			volatile bool retry = false;
+			volatile int retry_wait_ms = 0;
 
 			BeginInternalSubTransaction(NULL);
 			MemoryContextSwitchTo(batchcxt);
@@ -457,7 +479,6 @@ cu_backfill(PG_FUNCTION_ARGS)
 							  0, NULL, NULL, NULL, SPI_OK_SELECT);
 				SPI_freetuptable(SPI_tuptable);
 				backfill_check_state(&job);
-				cu_advisory_xact_lock(job.migration_id, true);
 
 				values[0] = last_key ? CStringGetTextDatum(last_key) : (Datum) 0;
 				nulls[0] = last_key ? ' ' : 'n';
@@ -513,6 +534,22 @@ cu_backfill(PG_FUNCTION_ARGS)
 					scanned = full_batch ? batch_size : copied;
 				}
 
+				/*
+				 * A delete that ran concurrently may have removed a source
+				 * row this batch copied from its snapshot.  Deletes hold the
+				 * migration's advisory lock shared until they commit; taking
+				 * it exclusively waits for those in flight, and the cleanup
+				 * (a fresh snapshot) then sees their effect.  Deletes that
+				 * start later wait for this commit and remove the copied
+				 * row themselves.  The lock is taken after the copy, so the
+				 * copy's own waits on other sessions' rows never hold it.
+				 */
+				cu_advisory_xact_lock(job.migration_id, true);
+				values[1] = CStringGetTextDatum(hi);
+				rc = SPI_execute_plan(last_key ? job.cleanup_next : job.cleanup_first, values, nulls, false, 0);
+				if (rc != SPI_OK_DELETE)
+					elog(ERROR, "customer_unify: backfill cleanup failed: %s", SPI_result_code_string(rc));
+
 				values[0] = Int64GetDatum(job.migration_id);
 				values[1] = CStringGetTextDatum(hi);
 				values[2] = Int64GetDatum(scanned);
@@ -536,25 +573,35 @@ cu_backfill(PG_FUNCTION_ARGS)
 				MemoryContextSwitchTo(oldcxt);
 				CurrentResourceOwner = oldowner;
 
+				/*
+				 * Decide here, act after PG_END_TRY: a continue inside
+				 * PG_CATCH would only leave the macro's do-while.
+				 */
 				if (edata->sqlerrcode == ERRCODE_UNIQUE_VIOLATION && !safe_copy)
 				{
 					/* a sync trigger mirrored a row of this range meanwhile */
 					safe_copy = true;
-					FreeErrorData(edata);
-					continue;
+					retry_wait_ms = 0;
 				}
-				if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE ||
-					++attempt > BACKFILL_MAX_LOCK_RETRIES)
+				else if ((edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
+						  edata->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED) &&
+						 ++attempt <= BACKFILL_MAX_LOCK_RETRIES)
+				{
+					ereport(DEBUG1,
+							(errmsg("backfill \"%s\": lock timeout, retry %d", job.name, attempt)));
+					/* back off: 50 ms doubling up to 5 s, with jitter */
+					retry_wait_ms = (int) (Min(5000, 50 << Min(attempt, 7)) *
+										   (0.5 + 0.5 * ((double) (random() % 1000) / 1000.0)));
+				}
+				else
 					ReThrowError(edata);
-				ereport(DEBUG1,
-						(errmsg("backfill \"%s\": lock timeout, retry %d", job.name, attempt)));
-				/* back off: 50 ms doubling up to 5 s, with jitter */
-				backfill_wait_ms((int) (Min(5000, 50 << Min(attempt, 7)) *
-										(0.5 + 0.5 * ((double) (random() % 1000) / 1000.0))));
-				continue;
+				FreeErrorData(edata);
+				retry = true;
 			}
 			PG_END_TRY();
-			break;
+			if (!retry)
+				break;
+			backfill_wait_ms(retry_wait_ms);
 		}
 
 		SPI_commit();
