@@ -9,7 +9,7 @@ REGRESS      = setup split_lifecycle split_errors split_quoting split_dependents
 REGRESS_OPTS = --inputdir=. --load-extension=plpgsql
 
 # isolation tier: test/isolation/specs/*.spec with test/isolation/expected/*.out
-ISOLATION      = backfill_concurrent
+ISOLATION      = backfill_concurrent sync_concurrent
 ISOLATION_OPTS = --inputdir=test/isolation --outputdir=output_iso
 
 PG_CONFIG ?= $(firstword $(wildcard /usr/lib/postgresql/15/bin/pg_config) pg_config)
