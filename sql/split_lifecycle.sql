@@ -87,9 +87,14 @@ INSERT INTO users (email, first_name, last_name, phone) VALUES ('via-view@exampl
 UPDATE users SET last_name = 'Updated', email = 'renamed@example.com' WHERE id = 2 RETURNING id, email, first_name, last_name;
 DELETE FROM users WHERE id = 5 RETURNING id, email, first_name;
 UPDATE users SET last_name = 'nobody' WHERE id = -1 RETURNING id;
+-- only a kept column, only a moved column, nothing, and the key itself
+UPDATE users SET email = 'only-kept@example.com' WHERE id = 10 RETURNING id, email, first_name, phone;
+UPDATE users SET phone = '+1000' WHERE id = 11 RETURNING id, email, first_name, phone;
+UPDATE users SET phone = phone WHERE id = 12 RETURNING id, email, first_name, phone;
+UPDATE users SET id = 5000 WHERE id = 13 RETURNING id, email, first_name, phone;
 SET search_path = app, public;
-SELECT id, email, first_name, last_name, phone FROM users WHERE id IN (2, 5, 1002) ORDER BY id;
-SELECT user_id, first_name, last_name, phone FROM profiles WHERE user_id IN (2, 5, 1002) ORDER BY user_id;
+SELECT id, email, first_name, last_name, phone FROM users WHERE id IN (2, 5, 10, 11, 13, 1002, 5000) ORDER BY id;
+SELECT user_id, first_name, last_name, phone FROM profiles WHERE user_id IN (2, 5, 10, 11, 13, 1002, 5000) ORDER BY user_id;
 SELECT check_name, ok FROM customer_unify.verify('users_split') WHERE NOT ok;
 
 -- finalize: the moved columns leave the source; the view keeps working

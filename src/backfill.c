@@ -4,17 +4,20 @@
  *
  *	  A C procedure on a non-atomic SPI connection (as PL/pgSQL runs
  *	  procedures that COMMIT).  It copies the source's existing rows into
- *	  the target in primary-key ranges ("keyset" batches): per batch one
- *	  index-only probe finds the batch's upper key, one INSERT ... SELECT
- *	  ... ON CONFLICT DO NOTHING copies the range, and the checkpoint (last
- *	  key, counters) is updated in the same transaction, which is then
- *	  committed.  A cancel, crash or restart loses at most the batch in
+ *	  the target in primary-key order ("keyset" batches): per batch one
+ *	  INSERT ... SELECT copies the next batch_size keys not yet in the
+ *	  target (an anti-join probe, ORDER BY key LIMIT n, RETURNING the last
+ *	  key), and the checkpoint (last key, counters) is updated in the same
+ *	  transaction, which is then committed.  A cancel, crash or restart loses at most the batch in
  *	  flight; the next call resumes after the last committed key.  Rows
  *	  written concurrently are handled by the sync triggers: their upserts
- *	  win over the copy (the copy skips keys already in the target), and
- *	  deletes take a shared advisory lock that each batch takes exclusively
- *	  after its copy, before removing copied rows whose source row a
- *	  concurrent delete removed.
+ *	  win over the copy (the copy skips keys already in the target).  A
+ *	  delete can remove a source row a batch has just copied from its
+ *	  snapshot; deletes hold the migration's advisory lock shared until they
+ *	  commit, and once every batch is in, the end phase takes it exclusively
+ *	  (waiting for deletes in flight) and removes such orphans before the
+ *	  link foreign key is added.  Batches themselves take no lock that
+ *	  writers wait for.
  *
  *	  Each batch runs in a subtransaction under lock_timeout; on a lock
  *	  timeout it backs off and retries.  Statements are prepared once and
@@ -62,8 +65,6 @@ typedef struct BackfillJob
 	SPIPlanPtr	fast_next;
 	SPIPlanPtr	copy_first_safe;	/* ON CONFLICT DO NOTHING, after a race with a trigger */
 	SPIPlanPtr	copy_next_safe;
-	SPIPlanPtr	cleanup_first;	/* drop copied rows whose source row a concurrent delete removed */
-	SPIPlanPtr	cleanup_next;
 	SPIPlanPtr	checkpoint;
 } BackfillJob;
 
@@ -294,23 +295,6 @@ backfill_load(BackfillJob *job, const char *name)
 		}
 	}
 	{
-		Oid			ctypes[2] = {TEXTOID, TEXTOID};
-
-		resetStringInfo(&buf);
-		appendStringInfo(&buf,
-						 "DELETE FROM ONLY %s t WHERE t.%s <= $2::%s "
-						 "AND NOT EXISTS (SELECT 1 FROM ONLY %s s WHERE s.%s = t.%s)",
-						 job->target, job->link, job->keytype, job->source, job->key, job->link);
-		job->cleanup_first = backfill_prepare(buf.data, 2, ctypes);
-		resetStringInfo(&buf);
-		appendStringInfo(&buf,
-						 "DELETE FROM ONLY %s t WHERE t.%s > $1::%s AND t.%s <= $2::%s "
-						 "AND NOT EXISTS (SELECT 1 FROM ONLY %s s WHERE s.%s = t.%s)",
-						 job->target, job->link, job->keytype, job->link, job->keytype,
-						 job->source, job->key, job->link);
-		job->cleanup_next = backfill_prepare(buf.data, 2, ctypes);
-	}
-	{
 		Oid			ctypes[3] = {INT8OID, TEXTOID, INT8OID};
 
 		job->checkpoint = backfill_prepare(
@@ -534,22 +518,6 @@ cu_backfill(PG_FUNCTION_ARGS)
 					scanned = full_batch ? batch_size : copied;
 				}
 
-				/*
-				 * A delete that ran concurrently may have removed a source
-				 * row this batch copied from its snapshot.  Deletes hold the
-				 * migration's advisory lock shared until they commit; taking
-				 * it exclusively waits for those in flight, and the cleanup
-				 * (a fresh snapshot) then sees their effect.  Deletes that
-				 * start later wait for this commit and remove the copied
-				 * row themselves.  The lock is taken after the copy, so the
-				 * copy's own waits on other sessions' rows never hold it.
-				 */
-				cu_advisory_xact_lock(job.migration_id, true);
-				values[1] = CStringGetTextDatum(hi);
-				rc = SPI_execute_plan(last_key ? job.cleanup_next : job.cleanup_first, values, nulls, false, 0);
-				if (rc != SPI_OK_DELETE)
-					elog(ERROR, "customer_unify: backfill cleanup failed: %s", SPI_result_code_string(rc));
-
 				values[0] = Int64GetDatum(job.migration_id);
 				values[1] = CStringGetTextDatum(hi);
 				values[2] = Int64GetDatum(scanned);
@@ -647,8 +615,16 @@ cu_backfill(PG_FUNCTION_ARGS)
 		Oid			types[1] = {INT8OID};
 		Datum		values[1] = {Int64GetDatum(job.migration_id)};
 
-		/* add and validate the link foreign key in one pass, mark backfilled */
-		backfill_exec("SELECT customer_unify._backfill_complete($1)", 1, types, values, NULL, SPI_OK_SELECT);
+		/*
+		 * Add the link foreign key NOT VALID (after removing rows a racing
+		 * delete orphaned), commit, then validate it in one pass and mark
+		 * the migration backfilled: the short ACCESS-blocking lock of the
+		 * ALTER is never held while the validation scans.
+		 */
+		backfill_exec("SELECT customer_unify._backfill_complete($1, 'backfill_end')", 1, types, values, NULL, SPI_OK_SELECT);
+		SPI_commit();
+		backfill_local_settings(lock_timeout_ms);
+		backfill_exec("SELECT customer_unify._backfill_complete($1, 'validate')", 1, types, values, NULL, SPI_OK_SELECT);
 		SPI_commit();
 		ereport(NOTICE,
 				(errmsg("backfill \"%s\" complete: %lld rows copied in this call",

@@ -11,7 +11,11 @@
  *
  *	  UPDATE only assigns the columns the statement changed (a flag per
  *	  column selects the new value or keeps the current one), so a
- *	  concurrent change to another column of the same row is not lost.
+ *	  concurrent change to another column of the same row is not lost, and
+ *	  a table none of whose columns changed is not written at all.  The
+ *	  view exists only after cutover, when the link foreign key guarantees
+ *	  a target row per source row: target writes are plain INSERT/UPDATE,
+ *	  and DELETE removes the source row, the FK cascading to the target.
  *
  *	  Trigger arguments: 0 migration id, 1 mode (live|final),
  *	  2 source schema, 3 source table, 4 key column, 5 target schema,
@@ -55,7 +59,8 @@ typedef struct Route
 	SPIPlanPtr	source_insert;
 	SPIPlanPtr	source_update;
 	SPIPlanPtr	source_delete;
-	SPIPlanPtr	target_upsert;
+	SPIPlanPtr	target_insert;
+	SPIPlanPtr	target_update;
 } Route;
 
 static bool
@@ -211,11 +216,40 @@ route_build(CuTriggerCacheEntry *entry, TriggerData *trigdata)
 	appendStringInfo(&sql, "DELETE FROM ONLY %s WHERE %s OPERATOR(pg_catalog.=) $1", srcname, quote_identifier(args[4]));
 	route->source_delete = cu_prepare_kept(entry, sql.data, 1, &key_type);
 
-	/* INSERT INTO target ... ON CONFLICT (link) DO UPDATE SET only the changed columns */
+	/*
+	 * The target: the view only exists after cutover, when the link foreign
+	 * key guarantees a target row for every source row, so inserts and
+	 * updates are plain (no ON CONFLICT), and deletes are the FK's cascade.
+	 */
+	resetStringInfo(&ret);
+	n = 0;
+	for (i = 0; i < route->ncols; i++)
+		if (route->cols[i].moved)
+			appendStringInfo(&ret, "%s%s", n++ ? ", " : "",
+							 quote_identifier(NameStr(TupleDescAttr(vdesc, route->cols[i].view_attnum - 1)->attname)));
+
 	resetStringInfo(&sql);
 	resetStringInfo(&cols);
 	resetStringInfo(&vals);
-	resetStringInfo(&ret);
+	types[0] = key_type;
+	n = 0;
+	for (i = 0; i < route->ncols; i++)
+	{
+		Form_pg_attribute vatt = TupleDescAttr(vdesc, route->cols[i].view_attnum - 1);
+
+		if (!route->cols[i].moved)
+			continue;
+		appendStringInfo(&cols, ", %s", quote_identifier(NameStr(vatt->attname)));
+		appendStringInfo(&vals, ", $%d", n + 2);
+		types[n + 1] = vatt->atttypid;
+		n++;
+	}
+	appendStringInfo(&sql, "INSERT INTO %s (%s%s) VALUES ($1%s) RETURNING %s",
+					 tgtname, quote_identifier(args[7]), cols.data, vals.data, ret.data);
+	route->target_insert = cu_prepare_kept(entry, sql.data, route->n_moved + 1, types);
+
+	resetStringInfo(&sql);
+	appendStringInfo(&sql, "UPDATE ONLY %s AS t SET ", tgtname);
 	types[0] = key_type;
 	n = 0;
 	for (i = 0; i < route->ncols; i++)
@@ -225,23 +259,14 @@ route_build(CuTriggerCacheEntry *entry, TriggerData *trigdata)
 
 		if (!route->cols[i].moved)
 			continue;
-		appendStringInfo(&cols, ", %s", c);
-		appendStringInfo(&vals, ", $%d", 2 * n + 3);
-		appendStringInfo(&ret, "%s%s = CASE WHEN $%d THEN EXCLUDED.%s ELSE t.%s END",
-						 n ? ", " : "", c, 2 * n + 2, c, c);
+		appendStringInfo(&sql, "%s%s = CASE WHEN $%d THEN $%d ELSE t.%s END",
+						 n ? ", " : "", c, 2 * n + 2, 2 * n + 3, c);
 		types[2 * n + 1] = BOOLOID;
 		types[2 * n + 2] = vatt->atttypid;
 		n++;
 	}
-	appendStringInfo(&sql, "INSERT INTO %s AS t (%s%s) VALUES ($1%s) ON CONFLICT (%s) DO UPDATE SET %s RETURNING ",
-					 tgtname, quote_identifier(args[7]), cols.data, vals.data,
-					 quote_identifier(args[7]), ret.data);
-	n = 0;
-	for (i = 0; i < route->ncols; i++)
-		if (route->cols[i].moved)
-			appendStringInfo(&sql, "%s%s", n++ ? ", " : "",
-							 quote_identifier(NameStr(TupleDescAttr(vdesc, route->cols[i].view_attnum - 1)->attname)));
-	route->target_upsert = cu_prepare_kept(entry, sql.data, 2 * route->n_moved + 1, types);
+	appendStringInfo(&sql, " WHERE t.%s OPERATOR(pg_catalog.=) $1 RETURNING %s", quote_identifier(args[7]), ret.data);
+	route->target_update = cu_prepare_kept(entry, sql.data, 2 * route->n_moved + 1, types);
 
 	table_close(src, AccessShareLock);
 	pfree(types);
@@ -347,12 +372,14 @@ cu_compat_view_route(PG_FUNCTION_ARGS)
 	cu_sync_guard_depth++;
 	PG_TRY();
 	{
-		SPITupleTable *srcres;
-		SPITupleTable *tgtres;
+		SPITupleTable *srcres = NULL;
+		SPITupleTable *tgtres = NULL;
+		bool		is_insert = TRIGGER_FIRED_BY_INSERT(trigdata->tg_event);
+		bool		gone = false;
 		Datum		link;
 		bool		linknull;
 
-		if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+		if (is_insert)
 		{
 			n = 0;
 			for (i = 0; i < route->ncols; i++)
@@ -367,50 +394,51 @@ cu_compat_view_route(PG_FUNCTION_ARGS)
 			pnulls[n] = '\0';
 			cu_spi_exec_plan(route->source_insert, params, pnulls, SPI_OK_INSERT_RETURNING,
 							 "inserting through the view");
+			srcres = SPI_tuptable;
+			gone = SPI_processed == 0;	/* a BEFORE trigger of the source skipped it */
+			if (!gone)
+			{
+				/* the key as stored (defaults and the source's own triggers applied) */
+				link = SPI_getbinval(srcres->vals[0], srcres->tupdesc,
+									 route->cols[route->key_col].result_index + 1, &linknull);
+				params[0] = link;
+				pnulls[0] = linknull ? 'n' : ' ';
+				n = 0;
+				for (i = 0; i < route->ncols; i++)
+				{
+					AttrNumber	a = route->cols[i].view_attnum - 1;
+
+					if (!route->cols[i].moved)
+						continue;
+					params[n + 1] = newv[a];
+					pnulls[n + 1] = newn[a] ? 'n' : ' ';
+					n++;
+				}
+				pnulls[n + 1] = '\0';
+				cu_spi_exec_plan(route->target_insert, params, pnulls, SPI_OK_INSERT_RETURNING,
+								 "inserting into the target through the view");
+				tgtres = SPI_tuptable;
+			}
 		}
 		else
 		{
 			AttrNumber	ka = route->cols[route->key_col].view_attnum - 1;
+			bool		src_changed = false;
+			bool		tgt_changed = false;
 
+			/* only the tables whose columns the statement changed are written */
 			params[0] = oldv[ka];
 			pnulls[0] = oldn[ka] ? 'n' : ' ';
 			n = 0;
 			for (i = 0; i < route->ncols; i++)
 			{
 				AttrNumber	a = route->cols[i].view_attnum - 1;
+				bool		changed;
 
 				if (!route->cols[i].updatable)
 					continue;
-				params[2 * n + 1] = BoolGetDatum(route_changed(oldv[a], oldn[a], newv[a], newn[a],
-															   TupleDescAttr(vdesc, a)));
-				pnulls[2 * n + 1] = ' ';
-				params[2 * n + 2] = newv[a];
-				pnulls[2 * n + 2] = newn[a] ? 'n' : ' ';
-				n++;
-			}
-			pnulls[2 * n + 1] = '\0';
-			cu_spi_exec_plan(route->source_update, params, pnulls, SPI_OK_UPDATE_RETURNING,
-							 "updating through the view");
-		}
-		srcres = SPI_tuptable;
-
-		if (SPI_processed > 0)
-		{
-			/* the key as stored (defaults and the source's own triggers applied) */
-			link = SPI_getbinval(srcres->vals[0], srcres->tupdesc,
-								 route->cols[route->key_col].result_index + 1, &linknull);
-			params[0] = link;
-			pnulls[0] = linknull ? 'n' : ' ';
-			n = 0;
-			for (i = 0; i < route->ncols; i++)
-			{
-				AttrNumber	a = route->cols[i].view_attnum - 1;
-				bool		changed;
-
-				if (!route->cols[i].moved)
-					continue;
-				changed = TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) ||
-					route_changed(oldv[a], oldn[a], newv[a], newn[a], TupleDescAttr(vdesc, a));
+				changed = route_changed(oldv[a], oldn[a], newv[a], newn[a], TupleDescAttr(vdesc, a));
+				src_changed |= changed;
 				params[2 * n + 1] = BoolGetDatum(changed);
 				pnulls[2 * n + 1] = ' ';
 				params[2 * n + 2] = newv[a];
@@ -418,17 +446,69 @@ cu_compat_view_route(PG_FUNCTION_ARGS)
 				n++;
 			}
 			pnulls[2 * n + 1] = '\0';
-			cu_spi_exec_plan(route->target_upsert, params, pnulls, SPI_OK_INSERT_RETURNING,
-							 "writing the target through the view");
-			tgtres = SPI_tuptable;
+			if (src_changed)
+			{
+				cu_spi_exec_plan(route->source_update, params, pnulls, SPI_OK_UPDATE_RETURNING,
+								 "updating through the view");
+				srcres = SPI_tuptable;
+				gone = SPI_processed == 0;
+			}
 
+			if (!gone)
+			{
+				/* the link follows the key (ON UPDATE CASCADE has moved it already) */
+				link = srcres ? SPI_getbinval(srcres->vals[0], srcres->tupdesc,
+											  route->cols[route->key_col].result_index + 1, &linknull)
+					: newv[ka];
+				linknull = srcres ? linknull : newn[ka];
+				params[0] = link;
+				pnulls[0] = linknull ? 'n' : ' ';
+				n = 0;
+				for (i = 0; i < route->ncols; i++)
+				{
+					AttrNumber	a = route->cols[i].view_attnum - 1;
+					bool		changed;
+
+					if (!route->cols[i].moved)
+						continue;
+					changed = route_changed(oldv[a], oldn[a], newv[a], newn[a], TupleDescAttr(vdesc, a));
+					tgt_changed |= changed;
+					params[2 * n + 1] = BoolGetDatum(changed);
+					pnulls[2 * n + 1] = ' ';
+					params[2 * n + 2] = newv[a];
+					pnulls[2 * n + 2] = newn[a] ? 'n' : ' ';
+					n++;
+				}
+				pnulls[2 * n + 1] = '\0';
+				if (tgt_changed)
+				{
+					cu_spi_exec_plan(route->target_update, params, pnulls, SPI_OK_UPDATE_RETURNING,
+									 "updating the target through the view");
+					tgtres = SPI_tuptable;
+					if (SPI_processed == 0 && srcres == NULL)
+						gone = true;	/* the row was deleted meanwhile */
+					else if (SPI_processed == 0)
+						tgtres = NULL;
+				}
+			}
+		}
+
+		if (!gone)
+		{
+			/* what RETURNING shows: the stored values where a table was written, else NEW */
 			for (i = 0; i < route->ncols; i++)
 			{
 				RouteColumn *c = &route->cols[i];
 				SPITupleTable *t = c->moved ? tgtres : srcres;
+				AttrNumber	a = c->view_attnum - 1;
 
-				outv[c->view_attnum - 1] = SPI_getbinval(t->vals[0], t->tupdesc, c->result_index + 1,
-														  &outn[c->view_attnum - 1]);
+				if (t != NULL)
+					outv[a] = SPI_getbinval(t->vals[0], t->tupdesc, c->result_index + 1, &outn[a]);
+				else
+				{
+					outv[a] = newv[a];
+					outn[a] = newn[a];
+				}
 			}
 			{
 				MemoryContext spicxt = MemoryContextSwitchTo(callercxt);

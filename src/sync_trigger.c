@@ -66,9 +66,12 @@ typedef struct SplitSync
 	char	   *other_key;
 	/* source side */
 	bool		batchable;		/* the key type has an array type */
+	bool		linked;			/* the link FK exists: the backfill is done and
+								 * the FK cascades deletes and key changes */
 	SPIPlanPtr	upsert_one;		/* copy one source row into the target */
 	SPIPlanPtr	insert_many;	/* new source rows: ... = ANY ($1), no conflict possible */
 	SPIPlanPtr	upsert_many;	/* ... = ANY ($1) */
+	SPIPlanPtr	update_many;	/* once linked: a plain UPDATE ... FROM */
 	SPIPlanPtr	delete_one;
 	SPIPlanPtr	delete_many;
 	SPIPlanPtr	rekey;
@@ -154,6 +157,28 @@ split_sync_build(CuTriggerCacheEntry *entry, TriggerData *trigdata, bool source_
 		appendStringInfo(&sql, "DELETE FROM ONLY %s WHERE %s OPERATOR(pg_catalog.=) $1", other, otherkey);
 		sync->delete_one = split_sync_prepare_key(entry, sync, sql.data, false);
 
+		/*
+		 * The link foreign key is added once the backfill is done: from then
+		 * on every source row has its target row, and ON DELETE / ON UPDATE
+		 * CASCADE carry deletes and key changes.
+		 */
+		{
+			Oid			types[2] = {OIDOID, OIDOID};
+			Datum		vals[2] = {ObjectIdGetDatum(cu_relid_or_error(args[1], args[2])),
+			ObjectIdGetDatum(RelationGetRelid(rel))};
+			int			rc = SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_constraint c "
+												   "WHERE c.conrelid OPERATOR(pg_catalog.=) $1 "
+												   "AND c.confrelid OPERATOR(pg_catalog.=) $2 "
+												   "AND c.contype OPERATOR(pg_catalog.=) 'f' "
+												   "AND c.confdeltype OPERATOR(pg_catalog.=) 'c' "
+												   "AND c.confupdtype OPERATOR(pg_catalog.=) 'c'",
+												   2, types, vals, NULL, true, 1);
+
+			if (rc != SPI_OK_SELECT)
+				elog(ERROR, "customer_unify: looking up the link foreign key failed");
+			sync->linked = SPI_processed > 0;
+		}
+
 		sync->batchable = OidIsValid(get_array_type(sync->keytype));
 		if (sync->batchable)
 		{
@@ -183,6 +208,18 @@ split_sync_build(CuTriggerCacheEntry *entry, TriggerData *trigdata, bool source_
 			appendStringInfo(&sql, "DELETE FROM ONLY %s WHERE %s OPERATOR(pg_catalog.=) ANY ($1)",
 							 other, otherkey);
 			sync->delete_many = split_sync_prepare_key(entry, sync, sql.data, true);
+
+			resetStringInfo(&sql);
+			appendStringInfo(&sql, "UPDATE ONLY %s AS t SET ", other);
+			for (i = 0; i < sync->ncols; i++)
+			{
+				const char *c = quote_identifier(args[SYNC_FIXED_ARGS + i]);
+
+				appendStringInfo(&sql, "%s%s = s.%s", i ? ", " : "", c, c);
+			}
+			appendStringInfo(&sql, " FROM ONLY %s s WHERE s.%s OPERATOR(pg_catalog.=) ANY ($1) "
+							 "AND t.%s OPERATOR(pg_catalog.=) s.%s", self, key, otherkey, key);
+			sync->update_many = split_sync_prepare_key(entry, sync, sql.data, true);
 		}
 
 		resetStringInfo(&sql);
@@ -225,6 +262,7 @@ typedef enum MirrorKind
 	MIRROR_NONE,
 	MIRROR_INSERT,
 	MIRROR_UPSERT,
+	MIRROR_UPDATE,
 	MIRROR_DELETE
 } MirrorKind;
 
@@ -291,6 +329,9 @@ mirror_flush(void)
 										 "mirroring inserts");
 					else if (run.kind == MIRROR_UPSERT)
 						cu_spi_exec_plan(run.sync->upsert_many, &param, pnull, SPI_OK_INSERT,
+										 "mirroring updates");
+					else if (run.kind == MIRROR_UPDATE)
+						cu_spi_exec_plan(run.sync->update_many, &param, pnull, SPI_OK_UPDATE,
 										 "mirroring updates");
 					else
 						cu_spi_exec_plan(run.sync->delete_many, &param, pnull, SPI_OK_DELETE,
@@ -498,7 +539,16 @@ cu_split_sync_source(PG_FUNCTION_ARGS)
 		Datum		oldkey = split_sync_key(sync, trigdata->tg_trigtuple, desc, &keynull);
 		Datum		newkey = split_sync_key(sync, trigdata->tg_newtuple, desc, &newnull);
 
-		if (!split_sync_same(oldkey, keynull, newkey, newnull, TupleDescAttr(desc, sync->key_attnum - 1)))
+		bool		rekey = !split_sync_same(oldkey, keynull, newkey, newnull,
+											 TupleDescAttr(desc, sync->key_attnum - 1));
+
+		if (sync->linked && sync->batchable)
+		{
+			/* the FK's ON UPDATE CASCADE has moved the link; copy the values */
+			if (rekey || split_sync_changed(sync, desc, trigdata->tg_trigtuple, trigdata->tg_newtuple))
+				mirror_append(entry, sync, MIRROR_UPDATE, newkey);
+		}
+		else if (rekey)
 		{
 			/* a key change is written at once, in order with the run before it */
 			Datum		kv[2] = {oldkey, newkey};
@@ -522,8 +572,10 @@ cu_split_sync_source(PG_FUNCTION_ARGS)
 	}
 	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
 	{
+		if (sync->linked)
+			return PointerGetDatum(NULL);	/* ON DELETE CASCADE did it */
 		key = split_sync_key(sync, trigdata->tg_trigtuple, desc, &keynull);
-		/* a backfill batch in flight must not copy the row this delete removes */
+		/* the end of the backfill waits for this delete before removing orphans */
 		cu_advisory_xact_lock(sync->migration_id, false);
 		if (sync->batchable)
 			mirror_append(entry, sync, MIRROR_DELETE, key);

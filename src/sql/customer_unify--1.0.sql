@@ -764,25 +764,41 @@ BEGIN
 
     ---------------------------------------------------------------- backfill (run by the C engine)
     phase := 'backfill'; seq := 1;
-    statement := format('INSERT INTO %s (%s, %s) SELECT %s, %s FROM ONLY %s WHERE %s > $1 AND %s <= $2 ON CONFLICT (%s) DO NOTHING',
-                        v_tgt, v_link, array_to_string(v_cols, ', '), v_key, array_to_string(v_cols, ', '),
-                        v_src, v_key, v_key, v_link);
+    statement := format('INSERT INTO %s (%s, %s) SELECT s.%s, s.%s FROM ONLY %s s WHERE s.%s > $1 AND s.%s <= $2 '
+                        'AND NOT EXISTS (SELECT 1 FROM ONLY %s t WHERE t.%s = s.%s) ORDER BY s.%s LIMIT $3 RETURNING %s',
+                        v_tgt, v_link, array_to_string(v_cols, ', '), v_key, array_to_string(v_cols, ', s.'),
+                        v_src, v_key, v_key, v_tgt, v_link, v_key, v_key, v_link);
     inverse := NULL; lock_mode := 'ROW EXCLUSIVE'; lock_relation := v_tgt || ' (one transaction per batch; ACCESS SHARE on ' || v_src || ')';
     rows_estimate := v_est;
     RETURN NEXT;
 
     ---------------------------------------------------------------- backfill_end
-    phase := 'backfill_end'; seq := 1; rows_estimate := v_est;
+    -- Transaction 1, once every row is copied: wait for deletes in flight,
+    -- remove rows a concurrent delete took from under the copy, then add the
+    -- foreign keys NOT VALID. The source is locked first, in the order
+    -- writers take their locks (source, then target through the triggers),
+    -- so the ALTER never holds the target while waiting for the source.
+    phase := 'backfill_end'; rows_estimate := v_est;
+    seq := 1;
+    statement := format('SELECT pg_catalog.pg_advisory_xact_lock(%s, %s)', 1129664073, m.id);
+    inverse := NULL; lock_mode := 'advisory (waits for deletes in flight)'; lock_relation := NULL;
+    RETURN NEXT;
+    seq := 2;
+    statement := format('DELETE FROM ONLY %s t WHERE NOT EXISTS (SELECT 1 FROM ONLY %s s WHERE s.%s OPERATOR(pg_catalog.=) t.%s)',
+                        v_tgt, v_src, v_key, v_link);
+    inverse := NULL; lock_mode := 'ROW EXCLUSIVE'; lock_relation := v_tgt;
+    RETURN NEXT;
+    seq := 3;
+    statement := format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', v_src);
+    inverse := NULL; lock_mode := 'SHARE ROW EXCLUSIVE'; lock_relation := v_src;
+    RETURN NEXT;
+    seq := 4;
     statement := format('ALTER TABLE %s ADD CONSTRAINT %s FOREIGN KEY (%s) REFERENCES %s (%s) ON DELETE CASCADE ON UPDATE CASCADE NOT VALID',
                         v_tgt, v_fk, v_link, v_src, v_key);
     inverse := format('ALTER TABLE IF EXISTS %s DROP CONSTRAINT IF EXISTS %s', v_tgt, v_fk);
     lock_mode := 'SHARE ROW EXCLUSIVE'; lock_relation := v_tgt || ', ' || v_src;
     RETURN NEXT;
-    seq := 2;
-    statement := format('ALTER TABLE %s VALIDATE CONSTRAINT %s', v_tgt, v_fk);
-    inverse := NULL; lock_mode := 'SHARE UPDATE EXCLUSIVE'; lock_relation := v_tgt || ' (ROW SHARE on ' || v_src || ')';
-    RETURN NEXT;
-    v_seq := 2;
+    v_seq := 4;
     -- foreign keys of the source whose columns all move go along, validated the same way
     FOR v_c IN
         SELECT c.conname, pg_get_constraintdef(c.oid) AS def
@@ -799,6 +815,27 @@ BEGIN
         inverse := format('ALTER TABLE IF EXISTS %s DROP CONSTRAINT IF EXISTS %I', v_tgt, v_c.conname);
         lock_mode := 'SHARE ROW EXCLUSIVE'; lock_relation := v_tgt;
         RETURN NEXT;
+    END LOOP;
+
+    ---------------------------------------------------------------- validate
+    -- Transaction 2: one pass per foreign key. VALIDATE takes SHARE UPDATE
+    -- EXCLUSIVE on the target and ROW SHARE on the referenced table, so
+    -- writers go on while it runs.
+    phase := 'validate';
+    seq := 1;
+    statement := format('ALTER TABLE %s VALIDATE CONSTRAINT %s', v_tgt, v_fk);
+    inverse := NULL; lock_mode := 'SHARE UPDATE EXCLUSIVE'; lock_relation := v_tgt || ' (ROW SHARE on ' || v_src || ')';
+    RETURN NEXT;
+    v_seq := 1;
+    FOR v_c IN
+        SELECT c.conname
+          FROM pg_constraint c
+         WHERE c.conrelid = m.source AND c.contype = 'f'
+           AND NOT EXISTS (SELECT 1 FROM unnest(c.conkey) k
+                             JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k
+                            WHERE NOT (a.attname::text IN (SELECT jsonb_array_elements_text(s->'columns'))))
+         ORDER BY c.conname
+    LOOP
         v_seq := v_seq + 1; seq := v_seq;
         statement := format('ALTER TABLE %s VALIDATE CONSTRAINT %I', v_tgt, v_c.conname);
         inverse := NULL; lock_mode := 'SHARE UPDATE EXCLUSIVE'; lock_relation := v_tgt;
@@ -1045,6 +1082,9 @@ BEGIN
         SELECT s.phase, s.seq, s.statement, s.lock_mode, s.lock_relation, s.rows_estimate
           FROM customer_unify._split_steps(m) s
         UNION ALL
+        SELECT 'rollback', 0, format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', m.source::text),
+               'ACCESS EXCLUSIVE', m.source::text, NULL::bigint
+        UNION ALL
         SELECT 'rollback', (row_number() OVER ())::int, s.inverse, NULL, NULL, NULL::bigint
           FROM (SELECT * FROM customer_unify._split_steps(m) x
                  WHERE x.inverse IS NOT NULL AND x.phase IN ('start', 'backfill_end', 'cutover')
@@ -1062,6 +1102,10 @@ DECLARE
     v record;
 BEGIN
     FOR v IN SELECT * FROM customer_unify._split_steps(m) s WHERE s.phase = p_phase ORDER BY s.seq LOOP
+        -- a phase interrupted by a crash resumes after its last committed step
+        CONTINUE WHEN EXISTS (SELECT 1 FROM customer_unify.step_log l
+                               WHERE l.migration_id = m.id AND l.phase = v.phase AND l.seq = v.seq
+                                 AND l.outcome = 'ok');
         PERFORM customer_unify._exec_step(m.id, v.phase, v.seq, v.statement, v.inverse, v.lock_mode, v.lock_relation);
     END LOOP;
 END
@@ -1090,19 +1134,28 @@ $$;
 COMMENT ON FUNCTION customer_unify.start(text) IS
     'Expand: creates the target table and installs the sync triggers. The source is not changed.';
 
--- Called by the C backfill engine once every row is copied.
-CREATE FUNCTION customer_unify._backfill_complete(p_id bigint) RETURNS void
+-- Called by the C backfill engine once every row is copied, in two
+-- transactions: p_phase 'backfill_end' (orphan cleanup, FKs added NOT VALID),
+-- then 'validate' (one pass per FK, writers not blocked), which marks the
+-- migration backfilled. Steps already run are skipped, so a crash between
+-- the two resumes where it stopped.
+CREATE FUNCTION customer_unify._backfill_complete(p_id bigint, p_phase text) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     m customer_unify.migration;
 BEGIN
-    SELECT * INTO m FROM customer_unify.migration x WHERE x.id = p_id FOR UPDATE;
+    SELECT * INTO m FROM customer_unify.migration x WHERE x.id = p_id;
     PERFORM customer_unify._require_state(m, ARRAY['started'], 'complete the backfill of');
-    PERFORM customer_unify._run_phase(m, 'backfill_end');
-    UPDATE customer_unify.backfill_state b SET finished_at = clock_timestamp() WHERE b.migration_id = p_id;
-    PERFORM customer_unify._set_state(p_id, 'backfilled');
+    IF p_phase NOT IN ('backfill_end', 'validate') THEN
+        RAISE EXCEPTION 'unknown backfill phase %', p_phase USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM customer_unify._run_phase(m, p_phase);
+    IF p_phase = 'validate' THEN
+        UPDATE customer_unify.backfill_state b SET finished_at = clock_timestamp() WHERE b.migration_id = p_id;
+        PERFORM customer_unify._set_state(p_id, 'backfilled');
+    END IF;
 END
 $$;
 
@@ -1264,6 +1317,13 @@ BEGIN
                   DETAIL = 'finalize dropped the moved columns from the source; the data lives in the target now.';
     END IF;
     PERFORM customer_unify._require_state(m, ARRAY['planned', 'started', 'backfilled', 'verified', 'cut_over'], 'roll back');
+    -- take the source first, in the order writers lock (source, then target
+    -- through the triggers), so no inverse holds the target while waiting for it
+    IF m.state <> 'planned' AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = m.source) THEN
+        PERFORM customer_unify._exec_step(m.id, 'rollback', 0,
+                                          format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', m.source::text),
+                                          NULL, 'ACCESS EXCLUSIVE', m.source::text);
+    END IF;
     -- replay the inverses of everything that ran, newest first
     FOR v IN
         SELECT l.* FROM customer_unify.step_log l
