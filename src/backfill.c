@@ -46,6 +46,7 @@
 #include "customer_unify.h"
 
 #define BACKFILL_MAX_LOCK_RETRIES	50
+#define BACKFILL_ANTI_JOIN_BATCHES	16	/* after a batch met a mirrored row */
 #define BACKFILL_NOTICE_INTERVAL_MS	5000
 
 typedef struct BackfillJob
@@ -61,7 +62,9 @@ typedef struct BackfillJob
 	char	   *scollist;		/* the same, prefixed with s. */
 	SPIPlanPtr	bound_first;
 	SPIPlanPtr	bound_next;
-	SPIPlanPtr	fast_first;		/* one statement per batch: anti-join, LIMIT, RETURNING */
+	SPIPlanPtr	plain_first;	/* one statement per batch: LIMIT, RETURNING the last key */
+	SPIPlanPtr	plain_next;
+	SPIPlanPtr	fast_first;		/* the same with an anti-join on the target */
 	SPIPlanPtr	fast_next;
 	SPIPlanPtr	copy_first_safe;	/* ON CONFLICT DO NOTHING, after a race with a trigger */
 	SPIPlanPtr	copy_next_safe;
@@ -238,17 +241,20 @@ backfill_load(BackfillJob *job, const char *name)
 		job->bound_next = backfill_prepare(buf.data, 3, btypes);
 
 		/*
-		 * The copy of one key range.  The anti-join skips rows the sync
-		 * triggers already mirrored at the cost of one index probe, about
-		 * half the cost of the speculative insertion ON CONFLICT needs; a
-		 * trigger that mirrors a row of the range concurrently makes the
-		 * batch fail with a unique violation, and the batch is then redone
-		 * with ON CONFLICT DO NOTHING.
+		 * The copy of one key range, three ways.  Plain: the cheapest, a
+		 * bare INSERT ... SELECT; it fails with a unique violation when the
+		 * range holds a row a sync trigger already mirrored.  The batch is
+		 * then redone with an anti-join (one index probe per row, about half
+		 * the cost of the speculative insertion ON CONFLICT needs), which
+		 * stays in use for the next batches, mirrored rows tending to
+		 * cluster.  A trigger that mirrors a row of the range while the
+		 * anti-join runs makes it fail too, and the batch is redone once
+		 * more with ON CONFLICT DO NOTHING.
 		 */
 		{
 			int			safe;
 
-			for (safe = 0; safe < 2; safe++)
+			for (safe = -1; safe < 2; safe++)
 			{
 				int			first;
 
@@ -260,12 +266,12 @@ backfill_load(BackfillJob *job, const char *name)
 					if (!first)
 						appendStringInfo(&buf, "s.%s > $1::%s AND ", job->key, job->keytype);
 					appendStringInfo(&buf, "s.%s <= $2::%s", job->key, job->keytype);
-					if (safe)
+					if (safe > 0)
 						appendStringInfo(&buf, " ON CONFLICT (%s) DO NOTHING", job->link);
-					else
+					else if (safe == 0)
 						appendStringInfo(&buf, " AND NOT EXISTS (SELECT 1 FROM ONLY %s t WHERE t.%s = s.%s)",
 										 job->target, job->link, job->key);
-					if (!safe)
+					if (safe <= 0)
 					{
 						/*
 						 * The usual path: the next batch_size rows not yet in
@@ -280,15 +286,19 @@ backfill_load(BackfillJob *job, const char *name)
 										 "SELECT (SELECT i.%s::pg_catalog.text FROM ins i ORDER BY i.%s DESC LIMIT 1), "
 										 "(SELECT pg_catalog.count(*) FROM ins)",
 										 buf.data, job->key, job->link, job->link, job->link);
-						if (first)
+						if (safe < 0 && first)
+							job->plain_first = backfill_prepare(fast.data, 3, btypes);
+						else if (safe < 0)
+							job->plain_next = backfill_prepare(fast.data, 3, btypes);
+						else if (first)
 							job->fast_first = backfill_prepare(fast.data, 3, btypes);
 						else
 							job->fast_next = backfill_prepare(fast.data, 3, btypes);
 						pfree(fast.data);
 					}
-					if (safe && first)
+					if (safe > 0 && first)
 						job->copy_first_safe = backfill_prepare(buf.data, 2, btypes);
-					else if (safe)
+					else if (safe > 0)
 						job->copy_next_safe = backfill_prepare(buf.data, 2, btypes);
 				}
 			}
@@ -350,6 +360,7 @@ cu_backfill(PG_FUNCTION_ARGS)
 	int64		run_rows = 0;
 	int64		rows_copied = 0;
 	bool		complete = false;
+	volatile int anti_join_batches = 0;
 	TimestampTz run_start = GetCurrentTimestamp();
 	TimestampTz last_notice = run_start;
 
@@ -430,6 +441,7 @@ cu_backfill(PG_FUNCTION_ARGS)
 	{
 		volatile int attempt = 0;
 		volatile bool safe_copy = false;
+		volatile bool anti_join = anti_join_batches > 0;
 		char	   *volatile hi = NULL;
 		volatile int64 copied = 0;
 		volatile int64 scanned = 0;
@@ -474,7 +486,9 @@ cu_backfill(PG_FUNCTION_ARGS)
 					cu_sync_guard_depth++;
 					PG_TRY();
 					{
-						rc = SPI_execute_plan(last_key ? job.fast_next : job.fast_first, values, nulls, false, 0);
+						rc = SPI_execute_plan(anti_join ? (last_key ? job.fast_next : job.fast_first)
+											  : (last_key ? job.plain_next : job.plain_first),
+											  values, nulls, false, 0);
 					}
 					PG_FINALLY();
 					{
@@ -545,7 +559,14 @@ cu_backfill(PG_FUNCTION_ARGS)
 				 * Decide here, act after PG_END_TRY: a continue inside
 				 * PG_CATCH would only leave the macro's do-while.
 				 */
-				if (edata->sqlerrcode == ERRCODE_UNIQUE_VIOLATION && !safe_copy)
+				if (edata->sqlerrcode == ERRCODE_UNIQUE_VIOLATION && !anti_join)
+				{
+					/* the range holds rows a sync trigger mirrored: skip them */
+					anti_join = true;
+					anti_join_batches = BACKFILL_ANTI_JOIN_BATCHES;
+					retry_wait_ms = 0;
+				}
+				else if (edata->sqlerrcode == ERRCODE_UNIQUE_VIOLATION && !safe_copy)
 				{
 					/* a sync trigger mirrored a row of this range meanwhile */
 					safe_copy = true;
@@ -585,6 +606,8 @@ cu_backfill(PG_FUNCTION_ARGS)
 			MemoryContextSwitchTo(old);
 		}
 		batches++;
+		if (anti_join_batches > 0)
+			anti_join_batches--;
 		run_rows += scanned;
 		rows_done += scanned;
 		rows_copied += copied;

@@ -67,17 +67,17 @@ SELECT is(ARRAY(SELECT attname::text FROM pg_attribute
 
 -- ---------------------------------------------------------------- preview
 SELECT bag_has($$SELECT DISTINCT phase FROM customer_unify.preview('users_split')$$,
-               $$VALUES ('start'), ('backfill'), ('backfill_end'), ('cutover'), ('finalize'), ('rollback')$$,
-               'preview() lists the phases start, backfill, backfill_end, cutover, finalize, rollback');
+               $$VALUES ('start'), ('backfill'), ('backfill_end'), ('validate'), ('cutover'), ('finalize'), ('rollback')$$,
+               'preview() lists the phases start, backfill, backfill_end, validate, cutover, finalize, rollback');
 SELECT is_empty($$SELECT DISTINCT phase FROM customer_unify.preview('users_split')
-                   WHERE phase NOT IN ('start', 'backfill', 'backfill_end', 'cutover', 'finalize', 'rollback')$$,
+                   WHERE phase NOT IN ('start', 'backfill', 'backfill_end', 'validate', 'cutover', 'finalize', 'rollback')$$,
                 'preview() lists no undocumented phase');
 SELECT ok(EXISTS (SELECT 1 FROM customer_unify.preview('users_split')
                    WHERE phase = 'backfill_end' AND statement ILIKE '%FOREIGN KEY%NOT VALID%'),
           'preview() backfill_end adds the link FK NOT VALID');
 SELECT ok(EXISTS (SELECT 1 FROM customer_unify.preview('users_split')
-                   WHERE phase = 'backfill_end' AND statement ILIKE '%VALIDATE CONSTRAINT%'),
-          'preview() backfill_end then validates it');
+                   WHERE phase = 'validate' AND statement ILIKE '%VALIDATE CONSTRAINT%'),
+          'preview() validates it in its own phase');
 SELECT ok(EXISTS (SELECT 1 FROM customer_unify.preview('users_split')
                    WHERE phase = 'start' AND statement ILIKE '%CREATE TABLE%'
                      AND statement LIKE '%profiles%'),
