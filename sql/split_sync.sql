@@ -67,8 +67,10 @@ BEGIN
 END $$;
 CREATE TRIGGER a_touch_again AFTER UPDATE ON users FOR EACH ROW EXECUTE FUNCTION sync.touch_again();
 UPDATE users SET nick = 'nested' WHERE id IN (4, 5);
-SELECT id, nick FROM users WHERE id IN (4, 5) ORDER BY id;
-SELECT user_id, nick FROM user_bits WHERE user_id IN (4, 5) ORDER BY user_id;
+-- a single-row statement too (its mirror uses the row's values unless a later write made them stale)
+UPDATE users SET nick = 'nested single' WHERE id = 6;
+SELECT id, nick FROM users WHERE id IN (4, 5, 6) ORDER BY id;
+SELECT user_id, nick FROM user_bits WHERE user_id IN (4, 5, 6) ORDER BY user_id;
 DROP TRIGGER a_touch_again ON users;
 
 -- key changes are mirrored in order

@@ -301,6 +301,39 @@ route_changed(Datum a, bool anull, Datum b, bool bnull, Form_pg_attribute att)
 	return !datumIsEqual(a, b, att->attbyval, att->attlen);
 }
 
+/*
+ * Parameters $2.. of an UPDATE through the view: a (changed, value) pair per
+ * column of one side (the target's moved columns, or the source's updatable
+ * ones); $1, the key, is the caller's.  Returns whether any column changed.
+ */
+static bool
+route_update_params(Route *route, TupleDesc vdesc, bool target_side,
+					Datum *oldv, bool *oldn, Datum *newv, bool *newn,
+					Datum *params, char *pnulls)
+{
+	bool		any = false;
+	int			i,
+				n = 0;
+
+	for (i = 0; i < route->ncols; i++)
+	{
+		AttrNumber	a = route->cols[i].view_attnum - 1;
+		bool		changed;
+
+		if (target_side ? !route->cols[i].moved : !route->cols[i].updatable)
+			continue;
+		changed = route_changed(oldv[a], oldn[a], newv[a], newn[a], TupleDescAttr(vdesc, a));
+		any |= changed;
+		params[2 * n + 1] = BoolGetDatum(changed);
+		pnulls[2 * n + 1] = ' ';
+		params[2 * n + 2] = newv[a];
+		pnulls[2 * n + 2] = newn[a] ? 'n' : ' ';
+		n++;
+	}
+	pnulls[2 * n + 1] = '\0';
+	return any;
+}
+
 PG_FUNCTION_INFO_V1(cu_compat_view_route);
 
 Datum
@@ -423,29 +456,13 @@ cu_compat_view_route(PG_FUNCTION_ARGS)
 		else
 		{
 			AttrNumber	ka = route->cols[route->key_col].view_attnum - 1;
-			bool		src_changed = false;
-			bool		tgt_changed = false;
+			bool		src_changed;
+			bool		tgt_changed;
 
 			/* only the tables whose columns the statement changed are written */
 			params[0] = oldv[ka];
 			pnulls[0] = oldn[ka] ? 'n' : ' ';
-			n = 0;
-			for (i = 0; i < route->ncols; i++)
-			{
-				AttrNumber	a = route->cols[i].view_attnum - 1;
-				bool		changed;
-
-				if (!route->cols[i].updatable)
-					continue;
-				changed = route_changed(oldv[a], oldn[a], newv[a], newn[a], TupleDescAttr(vdesc, a));
-				src_changed |= changed;
-				params[2 * n + 1] = BoolGetDatum(changed);
-				pnulls[2 * n + 1] = ' ';
-				params[2 * n + 2] = newv[a];
-				pnulls[2 * n + 2] = newn[a] ? 'n' : ' ';
-				n++;
-			}
-			pnulls[2 * n + 1] = '\0';
+			src_changed = route_update_params(route, vdesc, false, oldv, oldn, newv, newn, params, pnulls);
 			if (src_changed)
 			{
 				cu_spi_exec_plan(route->source_update, params, pnulls, SPI_OK_UPDATE_RETURNING,
@@ -463,23 +480,7 @@ cu_compat_view_route(PG_FUNCTION_ARGS)
 				linknull = srcres ? linknull : newn[ka];
 				params[0] = link;
 				pnulls[0] = linknull ? 'n' : ' ';
-				n = 0;
-				for (i = 0; i < route->ncols; i++)
-				{
-					AttrNumber	a = route->cols[i].view_attnum - 1;
-					bool		changed;
-
-					if (!route->cols[i].moved)
-						continue;
-					changed = route_changed(oldv[a], oldn[a], newv[a], newn[a], TupleDescAttr(vdesc, a));
-					tgt_changed |= changed;
-					params[2 * n + 1] = BoolGetDatum(changed);
-					pnulls[2 * n + 1] = ' ';
-					params[2 * n + 2] = newv[a];
-					pnulls[2 * n + 2] = newn[a] ? 'n' : ' ';
-					n++;
-				}
-				pnulls[2 * n + 1] = '\0';
+				tgt_changed = route_update_params(route, vdesc, true, oldv, oldn, newv, newn, params, pnulls);
 				if (tgt_changed)
 				{
 					cu_spi_exec_plan(route->target_update, params, pnulls, SPI_OK_UPDATE_RETURNING,

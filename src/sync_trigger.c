@@ -72,6 +72,11 @@ typedef struct SplitSync
 	SPIPlanPtr	insert_many;	/* new source rows: ... = ANY ($1), no conflict possible */
 	SPIPlanPtr	upsert_many;	/* ... = ANY ($1) */
 	SPIPlanPtr	update_many;	/* once linked: a plain UPDATE ... FROM */
+	/* a statement that wrote one row: its values, no re-read of the source */
+	Oid		   *valtypes;		/* key type, then the moved columns' types */
+	SPIPlanPtr	insert_values;
+	SPIPlanPtr	upsert_values;
+	SPIPlanPtr	update_values;
 	SPIPlanPtr	delete_one;
 	SPIPlanPtr	delete_many;
 	SPIPlanPtr	rekey;
@@ -152,6 +157,35 @@ split_sync_build(CuTriggerCacheEntry *entry, TriggerData *trigdata, bool source_
 						 "WHERE s.%s OPERATOR(pg_catalog.=) $1 ON CONFLICT (%s) DO UPDATE SET %s",
 						 other, otherkey, cols.data, key, scols.data, self, key, otherkey, sets.data);
 		sync->upsert_one = split_sync_prepare_key(entry, sync, sql.data, false);
+
+		sync->valtypes = MemoryContextAlloc(entry->cxt, sizeof(Oid) * (sync->ncols + 1));
+		sync->valtypes[0] = sync->keytype;
+		for (i = 0; i < sync->ncols; i++)
+			sync->valtypes[i + 1] = TupleDescAttr(RelationGetDescr(rel), sync->attnums[i] - 1)->atttypid;
+		{
+			StringInfoData vals,
+						assign;
+
+			initStringInfo(&vals);
+			initStringInfo(&assign);
+			for (i = 0; i < sync->ncols; i++)
+			{
+				appendStringInfo(&vals, ", $%d", i + 2);
+				appendStringInfo(&assign, "%s%s = $%d", i ? ", " : "",
+								 quote_identifier(args[SYNC_FIXED_ARGS + i]), i + 2);
+			}
+			resetStringInfo(&sql);
+			appendStringInfo(&sql, "INSERT INTO %s (%s%s) VALUES ($1%s)", other, otherkey, cols.data, vals.data);
+			sync->insert_values = cu_prepare_kept(entry, sql.data, sync->ncols + 1, sync->valtypes);
+			resetStringInfo(&sql);
+			appendStringInfo(&sql, "INSERT INTO %s AS t (%s%s) VALUES ($1%s) ON CONFLICT (%s) DO UPDATE SET %s",
+							 other, otherkey, cols.data, vals.data, otherkey, sets.data);
+			sync->upsert_values = cu_prepare_kept(entry, sql.data, sync->ncols + 1, sync->valtypes);
+			resetStringInfo(&sql);
+			appendStringInfo(&sql, "UPDATE ONLY %s SET %s WHERE %s OPERATOR(pg_catalog.=) $1",
+							 other, assign.data, otherkey);
+			sync->update_values = cu_prepare_kept(entry, sql.data, sync->ncols + 1, sync->valtypes);
+		}
 
 		resetStringInfo(&sql);
 		appendStringInfo(&sql, "DELETE FROM ONLY %s WHERE %s OPERATOR(pg_catalog.=) $1", other, otherkey);
@@ -275,10 +309,59 @@ typedef struct MirrorRun
 	int			cap;
 	Datum	   *keys;
 	SubTransactionId *subids;
+	bool		has_values;		/* the first row's values, see mirror_append */
+	Datum	   *values;
+	char	   *vnulls;
 	MemoryContext cxt;
 } MirrorRun;
 
 static MirrorRun mirror_run;
+
+/* one spare memory context per transaction, so a run does not create one */
+static MemoryContext mirror_spare_cxt = NULL;
+
+static MemoryContext
+mirror_get_cxt(void)
+{
+	MemoryContext cxt = mirror_spare_cxt;
+
+	if (cxt != NULL)
+	{
+		mirror_spare_cxt = NULL;
+		return cxt;
+	}
+	return AllocSetContextCreate(TopTransactionContext, "customer_unify mirror run",
+								 ALLOCSET_SMALL_SIZES);
+}
+
+static void
+mirror_release_cxt(MemoryContext cxt)
+{
+	if (mirror_spare_cxt == NULL)
+	{
+		MemoryContextReset(cxt);
+		mirror_spare_cxt = cxt;
+	}
+	else
+		MemoryContextDelete(cxt);
+}
+
+/*
+ * Is this row version still the latest?  Not when a later statement of the
+ * transaction updated or deleted it before this AFTER trigger fired; then the
+ * mirror must read the row back instead of using these values.
+ */
+static bool
+split_sync_tuple_is_latest(HeapTuple tuple)
+{
+	HeapTupleHeader h = tuple->t_data;
+
+	if (h->t_infomask & HEAP_XMAX_INVALID)
+		return true;
+	if (!TransactionIdIsValid(HeapTupleHeaderGetRawXmax(h)))
+		return true;
+	return HEAP_XMAX_IS_LOCKED_ONLY(h->t_infomask);
+}
 
 /* Run fn under the loop guard and an SPI connection. */
 #define CU_GUARDED(...) \
@@ -310,7 +393,23 @@ mirror_flush(void)
 
 	PG_TRY();
 	{
-		if (run.n > 0)
+		if (run.n == 1 && run.has_values)
+		{
+			/* one row: one single-table statement with its values */
+			CU_GUARDED(
+				{
+					if (run.kind == MIRROR_INSERT)
+						cu_spi_exec_plan(run.sync->insert_values, run.values, run.vnulls, SPI_OK_INSERT,
+										 "mirroring an insert");
+					else if (run.kind == MIRROR_UPSERT)
+						cu_spi_exec_plan(run.sync->upsert_values, run.values, run.vnulls, SPI_OK_INSERT,
+										 "mirroring an update");
+					else
+						cu_spi_exec_plan(run.sync->update_values, run.values, run.vnulls, SPI_OK_UPDATE,
+										 "mirroring an update");
+				});
+		}
+		else if (run.n > 0)
 		{
 			MemoryContext old = MemoryContextSwitchTo(run.cxt);
 			int			dims[1] = {run.n};
@@ -341,14 +440,15 @@ mirror_flush(void)
 	}
 	PG_FINALLY();
 	{
-		MemoryContextDelete(run.cxt);
+		mirror_release_cxt(run.cxt);
 	}
 	PG_END_TRY();
 }
 
 /* Add one key to the pending run (writing the run first if it is of another kind). */
 static void
-mirror_append(CuTriggerCacheEntry *entry, SplitSync *sync, MirrorKind kind, Datum key)
+mirror_append(CuTriggerCacheEntry *entry, SplitSync *sync, MirrorKind kind, Datum key,
+			  HeapTuple tuple, TupleDesc desc)
 {
 	MemoryContext old;
 
@@ -356,14 +456,44 @@ mirror_append(CuTriggerCacheEntry *entry, SplitSync *sync, MirrorKind kind, Datu
 		mirror_flush();
 	if (mirror_run.kind == MIRROR_NONE)
 	{
-		mirror_run.cxt = AllocSetContextCreate(TopTransactionContext, "customer_unify mirror run",
-											   ALLOCSET_SMALL_SIZES);
+		mirror_run.cxt = mirror_get_cxt();
 		mirror_run.entry = entry;
 		mirror_run.sync = sync;
 		mirror_run.kind = kind;
 	}
 
 	old = MemoryContextSwitchTo(mirror_run.cxt);
+
+	/*
+	 * Keep the first row's values: a statement that writes one row (the
+	 * usual OLTP case) is then mirrored by one single-table statement, with
+	 * no re-read of the source.  Only if the row version is still the
+	 * latest; otherwise, and for runs of several rows, the rows are read
+	 * back by key.
+	 */
+	if (mirror_run.n == 0 && tuple != NULL && split_sync_tuple_is_latest(tuple))
+	{
+		int			i;
+		bool		isnull;
+
+		mirror_run.values = palloc(sizeof(Datum) * (sync->ncols + 1));
+		mirror_run.vnulls = palloc(sync->ncols + 2);
+		mirror_run.values[0] = (Datum) 0;	/* the key, set below */
+		mirror_run.vnulls[0] = ' ';
+		for (i = 0; i < sync->ncols; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, sync->attnums[i] - 1);
+			Datum		v = heap_getattr(tuple, sync->attnums[i], desc, &isnull);
+
+			mirror_run.vnulls[i + 1] = isnull ? 'n' : ' ';
+			mirror_run.values[i + 1] = isnull ? (Datum) 0
+				: att->attlen == -1 ? PointerGetDatum(PG_DETOAST_DATUM_COPY(v))
+				: datumCopy(v, att->attbyval, att->attlen);
+		}
+		mirror_run.vnulls[sync->ncols + 1] = '\0';
+		mirror_run.has_values = true;
+	}
+
 	if (mirror_run.n == mirror_run.cap)
 	{
 		mirror_run.cap = mirror_run.cap ? mirror_run.cap * 2 : 16;
@@ -382,6 +512,8 @@ mirror_append(CuTriggerCacheEntry *entry, SplitSync *sync, MirrorKind kind, Datu
 		mirror_run.keys[mirror_run.n] = PointerGetDatum(PG_DETOAST_DATUM_COPY(key));
 	else
 		mirror_run.keys[mirror_run.n] = datumCopy(key, sync->keybyval, sync->keylen);
+	if (mirror_run.n == 0 && mirror_run.has_values)
+		mirror_run.values[0] = mirror_run.keys[0];
 	mirror_run.subids[mirror_run.n] = GetCurrentSubTransactionId();
 	mirror_run.n++;
 	MemoryContextSwitchTo(old);
@@ -403,6 +535,7 @@ mirror_xact_callback(XactEvent event, void *arg)
 				int			n = mirror_run.n;
 
 				memset(&mirror_run, 0, sizeof(mirror_run));
+				mirror_spare_cxt = NULL;
 				ereport(ERROR,
 						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 						 errmsg("customer_unify: %d mirrored rows were never written to the target", n),
@@ -413,6 +546,7 @@ mirror_xact_callback(XactEvent event, void *arg)
 		default:
 			/* the run's memory belongs to the transaction */
 			memset(&mirror_run, 0, sizeof(mirror_run));
+			mirror_spare_cxt = NULL;
 			break;
 	}
 }
@@ -529,7 +663,7 @@ cu_split_sync_source(PG_FUNCTION_ARGS)
 	{
 		key = split_sync_key(sync, trigdata->tg_trigtuple, desc, &keynull);
 		if (sync->batchable)
-			mirror_append(entry, sync, MIRROR_INSERT, key);
+			mirror_append(entry, sync, MIRROR_INSERT, key, trigdata->tg_trigtuple, desc);
 		else
 			split_sync_write_one(sync, sync->upsert_one, key, SPI_OK_INSERT, "mirroring an insert");
 	}
@@ -546,7 +680,7 @@ cu_split_sync_source(PG_FUNCTION_ARGS)
 		{
 			/* the FK's ON UPDATE CASCADE has moved the link; copy the values */
 			if (rekey || split_sync_changed(sync, desc, trigdata->tg_trigtuple, trigdata->tg_newtuple))
-				mirror_append(entry, sync, MIRROR_UPDATE, newkey);
+				mirror_append(entry, sync, MIRROR_UPDATE, newkey, trigdata->tg_newtuple, desc);
 		}
 		else if (rekey)
 		{
@@ -565,7 +699,7 @@ cu_split_sync_source(PG_FUNCTION_ARGS)
 		else if (split_sync_changed(sync, desc, trigdata->tg_trigtuple, trigdata->tg_newtuple))
 		{
 			if (sync->batchable)
-				mirror_append(entry, sync, MIRROR_UPSERT, newkey);
+				mirror_append(entry, sync, MIRROR_UPSERT, newkey, trigdata->tg_newtuple, desc);
 			else
 				split_sync_write_one(sync, sync->upsert_one, newkey, SPI_OK_INSERT, "mirroring an update");
 		}
@@ -578,7 +712,7 @@ cu_split_sync_source(PG_FUNCTION_ARGS)
 		/* the end of the backfill waits for this delete before removing orphans */
 		cu_advisory_xact_lock(sync->migration_id, false);
 		if (sync->batchable)
-			mirror_append(entry, sync, MIRROR_DELETE, key);
+			mirror_append(entry, sync, MIRROR_DELETE, key, NULL, NULL);
 		else
 			split_sync_write_one(sync, sync->delete_one, key, SPI_OK_DELETE, "mirroring a delete");
 	}
