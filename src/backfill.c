@@ -13,11 +13,12 @@
  *	  written concurrently are handled by the sync triggers: their upserts
  *	  win over the copy (the copy skips keys already in the target).  A
  *	  delete can remove a source row a batch has just copied from its
- *	  snapshot; deletes hold the migration's advisory lock shared until they
- *	  commit, and once every batch is in, the end phase takes it exclusively
- *	  (waiting for deletes in flight) and removes such orphans before the
- *	  link foreign key is added.  Batches themselves take no lock that
- *	  writers wait for.
+ *	  snapshot (its mirror ran before the copy was visible).  Once every
+ *	  batch is in, the end phase locks the source (waiting out writes in
+ *	  flight) and adds the link foreign key NOT VALID, whose cascades keep
+ *	  the tables 1:1 from then on; validating it finds any such orphan, and
+ *	  only then are orphans removed and the key validated again.  Batches
+ *	  take no lock that writers wait for.
  *
  *	  Each batch runs in a subtransaction under lock_timeout; on a lock
  *	  timeout it backs off and retries.  Statements are prepared once and

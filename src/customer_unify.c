@@ -12,7 +12,6 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/execnodes.h"
-#include "storage/lock.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
@@ -217,21 +216,6 @@ cu_spi_exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls,
 
 	if (rc != expected_type)
 		elog(ERROR, "customer_unify: %s failed: %s", what, SPI_result_code_string(rc));
-}
-
-/*
- * Transaction-scoped advisory lock (class CU_ADVISORY_CLASS, migration id):
- * deletes take it shared, each backfill batch exclusive, so a batch never
- * copies a row whose delete is in flight.
- */
-void
-cu_advisory_xact_lock(int64 migration_id, bool exclusive)
-{
-	LOCKTAG		tag;
-
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) CU_ADVISORY_CLASS,
-						 (uint32) migration_id, 2);
-	(void) LockAcquire(&tag, exclusive ? ExclusiveLock : ShareLock, false, false);
 }
 
 /* The text form of a value, for error messages. */

@@ -14,9 +14,6 @@
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 
-/* advisory lock class that serialises backfill batches against deletes */
-#define CU_ADVISORY_CLASS	0x43554E49	/* "CUNI" */
-
 /*
  * Sync loop guard: while a mirrored write is running, the sync triggers'
  * WHEN (NOT customer_unify._sync_guard_active()) clause is false, so mirrored
@@ -51,6 +48,5 @@ extern void cu_spi_exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls,
 							 int expected_type, const char *what);
 extern void cu_sync_trigger_init(void);
 extern char *cu_datum_text(Oid type, Datum value);
-extern void cu_advisory_xact_lock(int64 migration_id, bool exclusive);
 
 #endif							/* CUSTOMER_UNIFY_H */

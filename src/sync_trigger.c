@@ -689,7 +689,6 @@ cu_split_sync_source(PG_FUNCTION_ARGS)
 			char		kn[3] = {' ', ' ', '\0'};
 
 			mirror_flush();
-			cu_advisory_xact_lock(sync->migration_id, false);
 			CU_GUARDED(
 				{
 					cu_spi_exec_plan(sync->rekey, kv, kn, SPI_OK_UPDATE, "mirroring a key change");
@@ -709,8 +708,6 @@ cu_split_sync_source(PG_FUNCTION_ARGS)
 		if (sync->linked)
 			return PointerGetDatum(NULL);	/* ON DELETE CASCADE did it */
 		key = split_sync_key(sync, trigdata->tg_trigtuple, desc, &keynull);
-		/* the end of the backfill waits for this delete before removing orphans */
-		cu_advisory_xact_lock(sync->migration_id, false);
 		if (sync->batchable)
 			mirror_append(entry, sync, MIRROR_DELETE, key, NULL, NULL);
 		else

@@ -773,32 +773,24 @@ BEGIN
     RETURN NEXT;
 
     ---------------------------------------------------------------- backfill_end
-    -- Transaction 1, once every row is copied: wait for deletes in flight,
-    -- remove rows a concurrent delete took from under the copy, then add the
-    -- foreign keys NOT VALID. The source is locked first, in the order
-    -- writers take their locks (source, then target through the triggers),
-    -- so the ALTER never holds the target while waiting for the source.
+    -- Transaction 1, once every row is copied: lock the source first, in the
+    -- order writers lock (source, then target through the triggers), so the
+    -- ALTER never holds the target while waiting for the source; the lock
+    -- also waits out every write in flight. Then add the foreign keys NOT
+    -- VALID. From here on ON DELETE / ON UPDATE CASCADE keep the two tables
+    -- 1:1, so no new orphan can appear.
     phase := 'backfill_end'; rows_estimate := v_est;
     seq := 1;
-    statement := format('SELECT pg_catalog.pg_advisory_xact_lock(%s, %s)', 1129664073, m.id);
-    inverse := NULL; lock_mode := 'advisory (waits for deletes in flight)'; lock_relation := NULL;
-    RETURN NEXT;
-    seq := 2;
-    statement := format('DELETE FROM ONLY %s t WHERE NOT EXISTS (SELECT 1 FROM ONLY %s s WHERE s.%s OPERATOR(pg_catalog.=) t.%s)',
-                        v_tgt, v_src, v_key, v_link);
-    inverse := NULL; lock_mode := 'ROW EXCLUSIVE'; lock_relation := v_tgt;
-    RETURN NEXT;
-    seq := 3;
     statement := format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', v_src);
     inverse := NULL; lock_mode := 'SHARE ROW EXCLUSIVE'; lock_relation := v_src;
     RETURN NEXT;
-    seq := 4;
+    seq := 2;
     statement := format('ALTER TABLE %s ADD CONSTRAINT %s FOREIGN KEY (%s) REFERENCES %s (%s) ON DELETE CASCADE ON UPDATE CASCADE NOT VALID',
                         v_tgt, v_fk, v_link, v_src, v_key);
     inverse := format('ALTER TABLE IF EXISTS %s DROP CONSTRAINT IF EXISTS %s', v_tgt, v_fk);
     lock_mode := 'SHARE ROW EXCLUSIVE'; lock_relation := v_tgt || ', ' || v_src;
     RETURN NEXT;
-    v_seq := 4;
+    v_seq := 2;
     -- foreign keys of the source whose columns all move go along, validated the same way
     FOR v_c IN
         SELECT c.conname, pg_get_constraintdef(c.oid) AS def
@@ -816,6 +808,16 @@ BEGIN
         lock_mode := 'SHARE ROW EXCLUSIVE'; lock_relation := v_tgt;
         RETURN NEXT;
     END LOOP;
+
+    ---------------------------------------------------------------- orphans
+    -- Only when validation finds them: rows a delete removed from the source
+    -- while a batch was copying them from its snapshot (the delete's mirror
+    -- ran before the copy was visible). Run in transaction 2, then validate again.
+    phase := 'orphans'; seq := 1;
+    statement := format('DELETE FROM ONLY %s t WHERE NOT EXISTS (SELECT 1 FROM ONLY %s s WHERE s.%s OPERATOR(pg_catalog.=) t.%s)',
+                        v_tgt, v_src, v_key, v_link);
+    inverse := NULL; lock_mode := 'ROW EXCLUSIVE'; lock_relation := v_tgt;
+    RETURN NEXT;
 
     ---------------------------------------------------------------- validate
     -- Transaction 2: one pass per foreign key. VALIDATE takes SHARE UPDATE
@@ -1135,9 +1137,10 @@ COMMENT ON FUNCTION customer_unify.start(text) IS
     'Expand: creates the target table and installs the sync triggers. The source is not changed.';
 
 -- Called by the C backfill engine once every row is copied, in two
--- transactions: p_phase 'backfill_end' (orphan cleanup, FKs added NOT VALID),
--- then 'validate' (one pass per FK, writers not blocked), which marks the
--- migration backfilled. Steps already run are skipped, so a crash between
+-- transactions: p_phase 'backfill_end' (FKs added NOT VALID, source locked
+-- first), then 'validate' (one pass per FK, writers not blocked; orphans a
+-- racing delete left are removed only if validation finds any), which marks
+-- the migration backfilled. Steps already run are skipped, so a crash between
 -- the two resumes where it stopped.
 CREATE FUNCTION customer_unify._backfill_complete(p_id bigint, p_phase text) RETURNS void
     LANGUAGE plpgsql
@@ -1151,7 +1154,17 @@ BEGIN
     IF p_phase NOT IN ('backfill_end', 'validate') THEN
         RAISE EXCEPTION 'unknown backfill phase %', p_phase USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    PERFORM customer_unify._run_phase(m, p_phase);
+    IF p_phase = 'validate' THEN
+        BEGIN
+            PERFORM customer_unify._run_phase(m, 'validate');
+        EXCEPTION WHEN foreign_key_violation THEN
+            -- a delete raced a batch: remove the rows it orphaned, validate again
+            PERFORM customer_unify._run_phase(m, 'orphans');
+            PERFORM customer_unify._run_phase(m, 'validate');
+        END;
+    ELSE
+        PERFORM customer_unify._run_phase(m, p_phase);
+    END IF;
     IF p_phase = 'validate' THEN
         UPDATE customer_unify.backfill_state b SET finished_at = clock_timestamp() WHERE b.migration_id = p_id;
         PERFORM customer_unify._set_state(p_id, 'backfilled');
