@@ -8,21 +8,22 @@
  *	  guard, so the other side's trigger (WHEN NOT _sync_guard_active()) is
  *	  not even queued.
  *
- *	  Mirroring copies the row as it is when the mirror statement runs, not
- *	  the NEW tuple the trigger was handed: the trigger only records which
- *	  keys were written.  An AFTER ROW trigger fires after every trigger
- *	  that sorts before it, and one of those may have changed the row
- *	  again; reading the row back makes the last write win whatever the
- *	  order.
- *
- *	  Source-side keys are not written one statement per row: the row
- *	  trigger appends them to a pending run (one kind of write for one
- *	  trigger), and the run is written with one array-parameter statement
- *	  (INSERT ... SELECT ... WHERE key = ANY ($1), with ON CONFLICT DO
- *	  UPDATE for updates, or DELETE ... = ANY ($1)) when the statement-level trigger fires, when
- *	  the run reaches MIRROR_BATCH_ROWS keys, or before a write of another
- *	  kind.  AFTER ROW triggers fire at the end of the statement anyway, so
- *	  the target sees the writes at the same point of the transaction.
+ *	  Source-side writes are not mirrored one statement per row: the row
+ *	  trigger appends the key to a pending run (one kind of write for one
+ *	  trigger), and the run is written when the statement-level trigger
+ *	  fires, when it reaches MIRROR_BATCH_ROWS keys, or before a write of
+ *	  another kind.  AFTER ROW triggers fire at the end of the statement
+ *	  anyway, so the target sees the writes at the same point of the
+ *	  transaction.  A run of one row (the usual OLTP statement) is written
+ *	  with that row's values by one single-table statement.  A longer run,
+ *	  or a row whose version a later write of the transaction has already
+ *	  replaced (an AFTER ROW trigger fires after every trigger sorting
+ *	  before it, and one of those may have written the row again), is
+ *	  written by one array-parameter statement that reads the rows back by
+ *	  key (INSERT ... SELECT ... WHERE key = ANY ($1), ON CONFLICT DO UPDATE
+ *	  before the link FK exists, a plain UPDATE ... FROM after it, DELETE
+ *	  ... = ANY ($1)), so the last write wins whatever the trigger order.
+ *	  Once the link FK exists its cascades carry deletes and key changes.
  *	  Subtransaction aborts take their keys out of the run; a run still
  *	  pending at commit is an error, never a silent loss.
  *
