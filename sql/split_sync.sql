@@ -1,4 +1,4 @@
--- The sync triggers: bulk statements are mirrored as one run per statement,
+-- The sync triggers (src/sync_trigger.c): bulk statements are mirrored as one run per statement,
 -- savepoints that roll back take their rows out of the run, a row written
 -- twice in one transaction by nested statements keeps its last value, key
 -- changes are mirrored in order, and a run that could not be written fails
