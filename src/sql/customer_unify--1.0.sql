@@ -620,6 +620,22 @@ AS $$
      ORDER BY e.grantee, e.privilege_type
 $$;
 
+-- Constraints of the source (CHECK 'c' or FOREIGN KEY 'f') whose columns all
+-- move: they travel to the target.
+CREATE FUNCTION customer_unify._moved_constraints(m customer_unify.migration, p_contype "char")
+    RETURNS TABLE (conname name, def text)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.conname, pg_get_constraintdef(c.oid)
+      FROM pg_constraint c
+     WHERE c.conrelid = m.source AND c.contype = p_contype
+       AND NOT EXISTS (SELECT 1 FROM unnest(c.conkey) k
+                         JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k
+                        WHERE NOT (a.attname::text IN (SELECT jsonb_array_elements_text(m.spec->'columns'))))
+     ORDER BY c.conname
+$$;
+
 -- Every statement of a split, per phase, with inverse, lock mode and estimate.
 -- The single source of truth for preview(), start(), cutover(), finalize().
 CREATE FUNCTION customer_unify._split_steps(m customer_unify.migration)
@@ -659,13 +675,7 @@ BEGIN
     END LOOP;
     -- CHECK constraints touching only moved columns travel with them
     FOR v_c IN
-        SELECT c.conname, pg_get_constraintdef(c.oid) AS def
-          FROM pg_constraint c
-         WHERE c.conrelid = m.source AND c.contype = 'c'
-           AND NOT EXISTS (SELECT 1 FROM unnest(c.conkey) k
-                             JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k
-                            WHERE NOT (a.attname::text IN (SELECT jsonb_array_elements_text(s->'columns'))))
-         ORDER BY c.conname
+        SELECT * FROM customer_unify._moved_constraints(m, 'c')
     LOOP
         v_defs := v_defs || ('CONSTRAINT ' || quote_ident(v_c.conname) || ' ' || v_c.def);
     END LOOP;
@@ -793,13 +803,7 @@ BEGIN
     v_seq := 2;
     -- foreign keys of the source whose columns all move go along, validated the same way
     FOR v_c IN
-        SELECT c.conname, pg_get_constraintdef(c.oid) AS def
-          FROM pg_constraint c
-         WHERE c.conrelid = m.source AND c.contype = 'f'
-           AND NOT EXISTS (SELECT 1 FROM unnest(c.conkey) k
-                             JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k
-                            WHERE NOT (a.attname::text IN (SELECT jsonb_array_elements_text(s->'columns'))))
-         ORDER BY c.conname
+        SELECT * FROM customer_unify._moved_constraints(m, 'f')
     LOOP
         v_seq := v_seq + 1; seq := v_seq;
         statement := format('ALTER TABLE %s ADD CONSTRAINT %I %s NOT VALID', v_tgt, v_c.conname,
@@ -830,13 +834,7 @@ BEGIN
     RETURN NEXT;
     v_seq := 1;
     FOR v_c IN
-        SELECT c.conname
-          FROM pg_constraint c
-         WHERE c.conrelid = m.source AND c.contype = 'f'
-           AND NOT EXISTS (SELECT 1 FROM unnest(c.conkey) k
-                             JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k
-                            WHERE NOT (a.attname::text IN (SELECT jsonb_array_elements_text(s->'columns'))))
-         ORDER BY c.conname
+        SELECT * FROM customer_unify._moved_constraints(m, 'f')
     LOOP
         v_seq := v_seq + 1; seq := v_seq;
         statement := format('ALTER TABLE %s VALIDATE CONSTRAINT %I', v_tgt, v_c.conname);
