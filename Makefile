@@ -1,8 +1,18 @@
 # customer_unify - PGXS build
 EXTENSION   = customer_unify
 MODULE_big  = customer_unify
-OBJS        = src/customer_unify.o src/sync_trigger.o src/backfill.o src/compat_view.o
-DATA        = $(wildcard src/sql/customer_unify--*.sql)
+OBJS        = src/customer_unify.o src/guard.o src/plan_cache.o src/owner_context.o src/keys.o \
+              src/catalog.o src/engine.o src/mirror.o src/router.o src/backfill.o
+
+# Version scripts.  Released ones are frozen (test/static checks their
+# hashes against src/sql/released.sha256); the current release is assembled
+# from the pieces below by `make sql` and committed, so that it freezes in
+# turn when the next release starts.
+CURRENT_VERSION = 1.1
+SQL_PIECES  = src/sql/engine.sql src/sql/builders.sql src/sql/verify.sql src/sql/guard.sql \
+              src/sql/split.sql src/sql/api.sql
+SQL_CURRENT = src/sql/customer_unify--$(CURRENT_VERSION).sql src/sql/customer_unify--1.0--$(CURRENT_VERSION).sql
+DATA        = $(sort $(wildcard src/sql/customer_unify--*.sql) $(SQL_CURRENT))
 
 # pg_regress tier: sql/*.sql with expected/*.out
 REGRESS      = setup split_lifecycle split_errors split_quoting split_dependents split_rollback split_sync upgrade_paths
@@ -24,7 +34,16 @@ EXTRA_CLEAN = output_iso results regression.diffs regression.out tmp_check log
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-.PHONY: test demo bench
+all: $(SQL_CURRENT)
+
+src/sql/customer_unify--$(CURRENT_VERSION).sql: src/sql/header-install.sql src/sql/catalog/operation.sql src/sql/catalog/base.sql src/sql/catalog/engine.sql $(SQL_PIECES) src/sql/registry.sql src/sql/guard-triggers.sql
+	cat $^ > $@
+
+src/sql/customer_unify--1.0--$(CURRENT_VERSION).sql: src/sql/updates/1.0--1.1-pre.sql src/sql/catalog/operation.sql src/sql/catalog/engine.sql $(SQL_PIECES) src/sql/registry.sql src/sql/updates/1.0--1.1-post.sql src/sql/guard-triggers.sql
+	cat $^ > $@
+
+.PHONY: sql test demo bench
+sql: $(SQL_CURRENT)
 test:
 	bash test/run
 demo:

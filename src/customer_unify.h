@@ -1,7 +1,16 @@
 /*-------------------------------------------------------------------------
  * customer_unify.h
- *	  Declarations shared by the customer_unify C module: the sync loop
- *	  guard, the per-trigger plan cache, and small SPI helpers.
+ *	  Declarations shared by the customer_unify C module.
+ *
+ *	  guard.c         per-migration loop guard, engine-active flag, capture
+ *	  plan_cache.c    per-trigger cache of built plans, invalidated per relation
+ *	  owner_context.c running as a table's owner / the extension's owner
+ *	  keys.c          key types: btree operators, binary checkpoint form
+ *	  catalog.c       reading and writing the engine's catalog from C
+ *	  engine.c        the phase runner, verify, migration creation
+ *	  mirror.c        sync triggers (row, flush, truncate) driven by a map
+ *	  router.c        the compatibility-view router
+ *	  backfill.c      the batch copy engine
  *-------------------------------------------------------------------------
  */
 #ifndef CUSTOMER_UNIFY_H
@@ -13,40 +22,164 @@
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
+#include "utils/jsonb.h"
+#include "utils/relcache.h"
+
+/* GUCs (customer_unify.c) */
+extern int	cu_lock_timeout_ms;
+extern int	cu_lock_retries;
+
+/* ----------------------------------------------------------------- guard.c */
+/*
+ * The loop guard: while a mirrored write of migration M runs, the triggers
+ * of M (WHEN NOT customer_unify._mirror_guard(M)) are not even queued.  Other
+ * migrations' triggers still fire: their tables changed for real.
+ */
+extern void cu_guard_push(int64 migration_id);
+extern void cu_guard_pop(void);
+extern bool cu_guard_active(int64 migration_id);
+extern bool cu_guard_any(void);
+
+/* true while the engine runs a migration's own statements (event triggers stand aside) */
+extern int	cu_engine_depth;
 
 /*
- * Sync loop guard: while a mirrored write is running, the sync triggers'
- * WHEN (NOT customer_unify._sync_guard_active()) clause is false, so mirrored
- * rows are neither queued nor mirrored back.
+ * Capture: the view router asks the AFTER row triggers of the tables it
+ * writes for the row version its own statement stored (after defaults,
+ * identity and BEFORE triggers), instead of RETURNING, which would need
+ * SELECT rights and pass SELECT policies the old table never asked for.
+ * Of the versions offered, the one with the smallest cmin is the router's
+ * statement's (nested statements run later).
  */
-extern int	cu_sync_guard_depth;
+typedef struct CuCapture
+{
+	struct CuCapture *outer;
+	Oid			relid[2];
+	HeapTuple	tuple[2];
+	CommandId	cmin[2];
+	MemoryContext cxt;
+} CuCapture;
 
+extern CuCapture *cu_capture_push(Oid rel0, Oid rel1, MemoryContext cxt);
+extern void cu_capture_pop(CuCapture *c);
+extern void cu_capture_offer(Relation rel, HeapTuple tuple);
+extern bool cu_capture_armed(Oid relid);
+
+/* truncation of a migration's source in progress (mirror.c truncate triggers) */
+extern void cu_truncating_set(int64 migration_id, bool on);
+extern bool cu_truncating(int64 migration_id);
+
+/* ------------------------------------------------------------ plan_cache.c */
 /*
- * One cached entry per trigger (by pg_trigger OID).  Each trigger kind keeps
- * its own data behind "data"; the cache only knows how to drop it.
+ * One cached entry per trigger (by pg_trigger OID).  An entry lists the
+ * relations its plans read or write; a relcache invalidation of one of them
+ * (or of all) invalidates the entry, nothing else.
  */
-typedef struct CuTriggerCacheEntry
+typedef struct CuCacheEntry
 {
 	Oid			tgoid;			/* hash key */
 	bool		valid;
 	MemoryContext cxt;			/* holds data; deleted on rebuild */
 	void	   *data;
 	List	   *plans;			/* SPIPlanPtr kept with SPI_keepplan */
-} CuTriggerCacheEntry;
+	int			nrelids;
+	Oid			relids[4];
+} CuCacheEntry;
 
-extern CuTriggerCacheEntry *cu_trigger_cache_lookup(Oid tgoid);
-extern void cu_trigger_cache_reset(CuTriggerCacheEntry *entry);
-extern SPIPlanPtr cu_prepare_kept(CuTriggerCacheEntry *entry, const char *sql,
+extern CuCacheEntry *cu_cache_lookup(Oid tgoid);
+extern void cu_cache_reset(CuCacheEntry *entry);
+extern void cu_cache_depends_on(CuCacheEntry *entry, Oid relid);
+extern SPIPlanPtr cu_prepare_kept(CuCacheEntry *entry, const char *sql,
 								  int nargs, Oid *argtypes);
+extern void cu_plan_cache_init(void);
 
-extern const char *cu_qualified_name(const char *schema, const char *rel);
+/* --------------------------------------------------------- owner_context.c */
+typedef struct CuSavedUser
+{
+	Oid			userid;
+	int			sec_context;
+	bool		switched;
+} CuSavedUser;
+
+extern void cu_become(Oid role, bool noforce_rls, CuSavedUser *save);
+extern void cu_unbecome(CuSavedUser *save);
+extern Oid	cu_extension_owner(void);
+extern Oid	cu_relation_owner(Oid relid);
+extern bool cu_may_act_as(Oid role);
+
+/* ------------------------------------------------------------------ keys.c */
+/*
+ * A key column's type with the btree operators of the unique index on it
+ * (or of the type's default btree operator class): batches, mirrors and
+ * checkpoints compare keys with the same semantics the index orders them by.
+ */
+typedef struct CuKeyType
+{
+	Oid			type;
+	int16		len;
+	bool		byval;
+	char		align;
+	Oid			array_type;		/* InvalidOid when the type has none */
+	char	   *eq;				/* "OPERATOR(schema.=)" */
+	char	   *lt;
+	char	   *gt;
+	Oid			send_fn;
+	Oid			recv_fn;
+	Oid			ioparam;
+	Oid			out_fn;
+} CuKeyType;
+
+extern void cu_key_type_for_column(Relation rel, AttrNumber attnum, CuKeyType *out);
+extern bytea *cu_key_to_binary(CuKeyType *kt, Datum value);
+extern Datum cu_key_from_binary(CuKeyType *kt, bytea *bin);
+extern char *cu_key_to_text(CuKeyType *kt, Datum value);
+
+/* --------------------------------------------------------------- catalog.c */
+typedef struct CuMapColumn
+{
+	char	   *from_column;
+	char	   *to_column;
+} CuMapColumn;
+
+typedef struct CuMap
+{
+	int64		id;
+	int64		migration_id;
+	char	   *name;
+	Oid			from_relid;
+	Oid			to_relid;
+	char	   *from_key;
+	char	   *to_key;
+	bool		final;			/* route maps: after finalize */
+	int			ncols;
+	CuMapColumn *cols;
+	Oid			source_relid;	/* the migration's 'source' relation */
+} CuMap;
+
+extern bool cu_map_load(int64 map_id, CuMap *map, bool missing_ok);
+extern void cu_catalog_exec(const char *sql, int nargs, Oid *types, Datum *values,
+							const char *nulls, int expected);
+extern Oid	cu_relation_by_tag(int64 migration_id, const char *tag, bool missing_ok);
+
+/* ----------------------------------------------------------------- engine.c */
+extern void cu_run_phase_internal(int64 migration_id, const char *phase, Jsonb *options);
+extern int64 cu_migration_id_by_name(const char *name);
+extern void cu_check_rights(int64 migration_id, const char *action);
+
+/* -------------------------------------------------------- customer_unify.c */
+extern const char *cu_relation_qualified_name(Oid relid);
 extern Oid	cu_relid_or_error(const char *schema, const char *rel);
 extern AttrNumber cu_attnum_or_error(Relation rel, const char *attname);
 extern void cu_check_trigger_call(FunctionCallInfo fcinfo, const char *funcname,
-								  bool instead_of);
+								  bool row, bool instead_of);
 extern void cu_spi_exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls,
 							 int expected_type, const char *what);
-extern void cu_sync_trigger_init(void);
 extern char *cu_datum_text(Oid type, Datum value);
+extern int64 cu_trigger_map_id(TriggerData *trigdata);
+
+/* module init hooks */
+extern void cu_guard_init(void);
+extern void cu_mirror_init(void);
 
 #endif							/* CUSTOMER_UNIFY_H */

@@ -1,0 +1,264 @@
+-------------------------------------------------------------------------------
+-- guard.sql: the application's schema changes under a live migration are
+-- refused with a clear error, or followed.
+--
+-- An event trigger at the end of every DDL command (and one on every drop)
+-- checks each live migration (started .. cut_over): its relations exist
+-- under the names they had, the columns its maps copy exist with the same
+-- types on both sides, its triggers are enabled (ALWAYS), the source has no
+-- inheritance children, all its tables have one owner, and the target keeps
+-- the unique index (and, after the backfill, the foreign key) the sync
+-- needs.  A violation raises 55006 and the DDL is rolled back.  Changes of
+-- the source's privileges or row-level security are followed: the target
+-- and the compatibility view are given the same (a 'resync' phase, logged).
+-- The engine's own DDL (customer_unify._engine_active()) is let through.
+-- TRUNCATE, which fires no event trigger, is handled by the sync triggers.
+-------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION customer_unify._guard_refuse(m customer_unify.migration, p_what text, p_detail text)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION '% while migration "%" is live', p_what, m.name
+        USING ERRCODE = 'object_in_use',
+              DETAIL = p_detail,
+              HINT = format('Finalize or roll back migration %L first (SELECT customer_unify.rollback(%L);), or make the change on the new shape after finalize.',
+                            m.name, m.name);
+END
+$$;
+
+-- The live migration's invariants (see the header); raises on the first broken one.
+CREATE OR REPLACE FUNCTION customer_unify._guard_check(p_migration bigint) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m customer_unify.migration;
+    r record;
+    v_owners int;
+BEGIN
+    SELECT * INTO m FROM customer_unify.migration x WHERE x.id = p_migration;
+    FOR r IN
+        SELECT x.tag, x.relid, x.nspname, x.relname, c.oid AS cur, n.nspname AS cur_nsp, c.relname AS cur_rel
+          FROM customer_unify.migration_relation x
+          LEFT JOIN pg_class c ON c.oid = x.relid
+          LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE x.migration_id = m.id AND x.live
+    LOOP
+        IF r.cur IS NULL THEN
+            PERFORM customer_unify._guard_refuse(m, format('cannot drop %s', customer_unify._qual(r.nspname, r.relname)),
+                                                 format('It is the %s of the migration.', r.tag));
+        ELSIF r.cur_nsp <> r.nspname OR r.cur_rel <> r.relname THEN
+            PERFORM customer_unify._guard_refuse(m, format('cannot rename or move %s', customer_unify._qual(r.nspname, r.relname)),
+                                                 format('It is the %s of the migration; its statements name it.', r.tag));
+        END IF;
+    END LOOP;
+    -- every column a map copies exists on both sides, with the same type
+    FOR r IN
+        SELECT s.name, fc.attname AS fcol, tc.attname AS tcol, fr.relid AS frel, tr.relid AS trel,
+               mc.from_column, mc.to_column, fc.atttypid AS ftyp, tc.atttypid AS ttyp,
+               fc.atttypmod AS ftm, tc.atttypmod AS ttm
+          FROM customer_unify.sync_map s
+          JOIN customer_unify.sync_map_column mc ON mc.map_id = s.id
+          JOIN customer_unify.migration_relation fr ON fr.migration_id = s.migration_id AND fr.tag = s.from_tag
+          JOIN customer_unify.migration_relation tr ON tr.migration_id = s.migration_id AND tr.tag = s.to_tag
+          LEFT JOIN pg_attribute fc ON fc.attrelid = fr.relid AND fc.attname = mc.from_column AND NOT fc.attisdropped
+          LEFT JOIN pg_attribute tc ON tc.attrelid = tr.relid AND tc.attname = mc.to_column AND NOT tc.attisdropped
+         WHERE s.migration_id = m.id AND s.name = 'forward'
+        UNION ALL
+        SELECT s.name, fc.attname, tc.attname, fr.relid, tr.relid, s.from_key, s.to_key,
+               fc.atttypid, tc.atttypid, fc.atttypmod, tc.atttypmod
+          FROM customer_unify.sync_map s
+          JOIN customer_unify.migration_relation fr ON fr.migration_id = s.migration_id AND fr.tag = s.from_tag
+          JOIN customer_unify.migration_relation tr ON tr.migration_id = s.migration_id AND tr.tag = s.to_tag
+          LEFT JOIN pg_attribute fc ON fc.attrelid = fr.relid AND fc.attname = s.from_key AND NOT fc.attisdropped
+          LEFT JOIN pg_attribute tc ON tc.attrelid = tr.relid AND tc.attname = s.to_key AND NOT tc.attisdropped
+         WHERE s.migration_id = m.id AND s.name = 'forward'
+    LOOP
+        IF r.fcol IS NULL THEN
+            PERFORM customer_unify._guard_refuse(m, format('cannot drop or rename column %I of %s', r.from_column, r.frel::text),
+                                                 'The sync triggers copy it.');
+        ELSIF r.tcol IS NULL THEN
+            PERFORM customer_unify._guard_refuse(m, format('cannot drop or rename column %I of %s', r.to_column, r.trel::text),
+                                                 'The sync triggers copy into it.');
+        ELSIF r.ftyp <> r.ttyp OR r.ftm <> r.ttm THEN
+            PERFORM customer_unify._guard_refuse(m, format('cannot change the type of column %I', r.from_column),
+                                                 format('%s.%I and %s.%I must keep the same type while they are kept in sync.',
+                                                        r.frel::text, r.from_column, r.trel::text, r.to_column));
+        END IF;
+    END LOOP;
+    -- the migration's triggers fire, whatever session_replication_role says
+    FOR r IN
+        SELECT t.tgname, t.tgrelid::regclass AS rel, t.tgenabled
+          FROM customer_unify.migration_relation x
+          JOIN pg_trigger t ON t.tgrelid = x.relid
+         WHERE x.migration_id = m.id AND x.live AND x.role <> 'view'
+           AND t.tgname::text LIKE 'customer\_unify\_' || m.id || '\_%'
+           AND t.tgenabled <> 'A'
+    LOOP
+        PERFORM customer_unify._guard_refuse(m, format('cannot disable trigger %I on %s', r.tgname, r.rel),
+                                             'Writes would stop being mirrored and the shapes would drift apart.');
+    END LOOP;
+    -- no inheritance around the source (its rows would not be copied)
+    IF EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = m.source OR i.inhrelid = m.source) THEN
+        PERFORM customer_unify._guard_refuse(m, format('cannot add inheritance to %s', m.source::text),
+                                             'Rows of inheritance children are not copied or kept in sync.');
+    END IF;
+    -- one owner: mirrored writes run as it
+    SELECT count(DISTINCT c.relowner) INTO v_owners
+      FROM customer_unify.migration_relation x JOIN pg_class c ON c.oid = x.relid
+     WHERE x.migration_id = m.id AND x.live;
+    IF v_owners > 1 THEN
+        PERFORM customer_unify._guard_refuse(m, 'cannot change the owner of a table of the migration',
+                                             'Its tables must keep one owner: the sync triggers write as that role.');
+    END IF;
+    -- what the sync needs on the target
+    FOR r IN
+        SELECT x.relid, s.to_key
+          FROM customer_unify.migration_relation x
+          JOIN customer_unify.sync_map s ON s.migration_id = x.migration_id AND s.name = 'forward' AND s.to_tag = x.tag
+         WHERE x.migration_id = m.id AND x.live
+           AND NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                            WHERE i.indrelid = x.relid AND i.indisunique AND i.indnkeyatts = 1 AND a.attname = s.to_key
+                              AND i.indpred IS NULL AND i.indexprs IS NULL)
+    LOOP
+        PERFORM customer_unify._guard_refuse(m, format('cannot drop the unique index on %I of %s', r.to_key, r.relid::regclass),
+                                             'The sync triggers find the target row through it.');
+    END LOOP;
+    IF m.state IN ('backfilled', 'verified', 'cut_over') AND NOT EXISTS (
+        SELECT 1 FROM pg_constraint c
+         WHERE c.conrelid = customer_unify._relation(m.id, 'target') AND c.confrelid = m.source AND c.contype = 'f'
+           AND c.confdeltype = 'c' AND c.confupdtype = 'c') THEN
+        PERFORM customer_unify._guard_refuse(m, 'cannot drop the link foreign key',
+                                             'Its cascades carry deletes and key changes of the source to the target.');
+    END IF;
+    RETURN true;
+END
+$$;
+
+-- Do the target and the view still carry the source's privileges and
+-- row-level security?  (see _split_security_steps)
+CREATE OR REPLACE FUNCTION customer_unify._guard_security_current(p_migration bigint) RETURNS boolean
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m customer_unify.migration;
+BEGIN
+    SELECT * INTO m FROM customer_unify.migration x WHERE x.id = p_migration;
+    RETURN NOT EXISTS (SELECT 1 FROM customer_unify._security_drift(m));
+END
+$$;
+
+-- What differs between the security of the source and of its copies.
+CREATE OR REPLACE FUNCTION customer_unify._security_drift(m customer_unify.migration)
+    RETURNS TABLE (relation text, what text)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH rels AS (
+        SELECT x.tag, x.relid FROM customer_unify.migration_relation x
+         WHERE x.migration_id = m.id AND x.live AND x.tag IN ('target', 'view')
+    ), colmap AS (
+        -- (relation tag, source column, column there)
+        SELECT 'target'::text AS tag, c.from_column AS scol, c.to_column AS col
+          FROM customer_unify.sync_map s JOIN customer_unify.sync_map_column c ON c.map_id = s.id
+         WHERE s.migration_id = m.id AND s.name = 'forward'
+        UNION ALL
+        SELECT 'target', s.from_key, s.to_key FROM customer_unify.sync_map s
+         WHERE s.migration_id = m.id AND s.name = 'forward'
+        UNION ALL
+        SELECT 'view', a.attname, a.attname FROM pg_attribute a
+         WHERE a.attrelid = m.source AND a.attnum > 0 AND NOT a.attisdropped
+    ), want AS (
+        SELECT r.tag, NULL::name AS col, e.grantee, e.privilege_type, e.is_grantable
+          FROM rels r, pg_class c, aclexplode(c.relacl) e
+         WHERE c.oid = m.source AND (e.grantee <> e.grantor OR e.grantee = 0)
+        UNION
+        SELECT r.tag, cm.col, e.grantee, e.privilege_type, e.is_grantable
+          FROM rels r JOIN colmap cm ON cm.tag = r.tag
+          JOIN pg_attribute a ON a.attrelid = m.source AND a.attname = cm.scol, aclexplode(a.attacl) e
+         WHERE e.grantee <> e.grantor OR e.grantee = 0
+    ), have AS (
+        SELECT r.tag, NULL::name AS col, e.grantee, e.privilege_type, e.is_grantable
+          FROM rels r JOIN pg_class c ON c.oid = r.relid, aclexplode(c.relacl) e
+         WHERE e.grantee <> e.grantor OR e.grantee = 0
+        UNION
+        SELECT r.tag, a.attname, e.grantee, e.privilege_type, e.is_grantable
+          FROM rels r JOIN pg_attribute a ON a.attrelid = r.relid AND a.attnum > 0, aclexplode(a.attacl) e
+         WHERE e.grantee <> e.grantor OR e.grantee = 0
+    )
+    SELECT x.tag, 'privileges' FROM ((SELECT * FROM want EXCEPT SELECT * FROM have)
+                                     UNION ALL (SELECT * FROM have EXCEPT SELECT * FROM want)) x
+     GROUP BY x.tag
+    UNION ALL
+    SELECT 'target', 'row level security'
+      FROM pg_class s, pg_class t
+     WHERE s.oid = m.source AND t.oid = customer_unify._relation(m.id, 'target')
+       AND (s.relrowsecurity, s.relforcerowsecurity) IS DISTINCT FROM (t.relrowsecurity, t.relforcerowsecurity)
+    UNION ALL
+    SELECT 'target', 'policies'
+     WHERE customer_unify._relation(m.id, 'target') IS NOT NULL
+       AND (SELECT coalesce(array_agg(d.polname || ':' || d.fingerprint ORDER BY d.polname), '{}')
+              FROM customer_unify._policy_definitions(m.source) d)
+           IS DISTINCT FROM
+           (SELECT coalesce(array_agg(p.polname || ':' || substring(obj_description(p.oid, 'pg_policy') from '\(([0-9a-f]{32})\)$')
+                                      ORDER BY p.polname), '{}')
+              FROM pg_policy p WHERE p.polrelid = customer_unify._relation(m.id, 'target'))
+$$;
+
+CREATE OR REPLACE FUNCTION customer_unify._guard_ddl() RETURNS event_trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+BEGIN
+    IF customer_unify._engine_active() THEN
+        RETURN;
+    END IF;
+    FOR r IN
+        SELECT DISTINCT m.id FROM customer_unify.migration m
+          JOIN customer_unify.migration_relation x ON x.migration_id = m.id
+         WHERE x.live AND m.state IN ('started', 'backfilled', 'verified', 'cut_over')
+         ORDER BY m.id
+    LOOP
+        PERFORM customer_unify._guard_check(r.id);
+        IF NOT customer_unify._guard_security_current(r.id) THEN
+            -- GRANT, REVOKE, policies or RLS of the source changed: follow
+            PERFORM customer_unify._run_phase(r.id, 'resync');
+        END IF;
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION customer_unify._guard_drop() RETURNS event_trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d record;
+    m customer_unify.migration;
+BEGIN
+    IF customer_unify._engine_active() THEN
+        RETURN;
+    END IF;
+    FOR d IN SELECT * FROM pg_event_trigger_dropped_objects() LOOP
+        FOR m IN
+            SELECT mg.* FROM customer_unify.migration mg
+             WHERE mg.state IN ('started', 'backfilled', 'verified', 'cut_over')
+               AND (EXISTS (SELECT 1 FROM customer_unify.migration_relation x
+                             WHERE x.migration_id = mg.id AND x.live AND x.relid = d.objid
+                               AND d.classid = 'pg_class'::regclass)
+                    OR (d.object_type = 'trigger' AND d.object_identity LIKE 'customer\_unify\_' || mg.id || '\_% on %')
+                    OR (d.object_type = 'schema' AND d.object_name = mg.spec->>'compat_schema'))
+        LOOP
+            PERFORM customer_unify._guard_refuse(m, format('cannot drop %s %s', d.object_type, d.object_identity),
+                                                 'It belongs to the migration.');
+        END LOOP;
+    END LOOP;
+END
+$$;
+

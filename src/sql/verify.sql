@@ -1,0 +1,65 @@
+-------------------------------------------------------------------------------
+-- verify.sql: the one comparison every operation's verify is made of.
+--
+-- _compare(left, right, join condition, key expressions, columns) compares
+-- two relations row by row in one statement (one snapshot): rows on each
+-- side, rows of the left missing on the right, rows of the right with no
+-- left row, and per column the number of rows whose values differ, with an
+-- order-independent checksum of each side for people to compare.  A column
+-- is (name, expression over the left row s, expression over the right row t);
+-- the join condition pairs the rows (an equality of keys, or a path through
+-- a mapping).  It runs as the caller: engine.c's _verify runs it as the
+-- tables' owner, so no row is hidden from it.
+-------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION customer_unify._compare(
+    p_left regclass, p_left_key text,
+    p_right regclass, p_right_key text,
+    p_join text,
+    p_columns jsonb)
+    RETURNS TABLE (check_name text, expected text, actual text, ok boolean)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_sel text := '';
+    v_res jsonb;
+    c record;
+BEGIN
+    FOR c IN SELECT x.col, x.n FROM jsonb_array_elements(p_columns) WITH ORDINALITY x(col, n) ORDER BY x.n LOOP
+        v_sel := v_sel || format(
+            ', ''l%1$s'', sum(hashtextextended(ROW(%2$s, %3$s)::text, 0)::numeric) FILTER (WHERE %6$s)'
+            ', ''r%1$s'', sum(hashtextextended(ROW(%4$s, %5$s)::text, 0)::numeric) FILTER (WHERE %7$s)'
+            ', ''d%1$s'', count(*) FILTER (WHERE %6$s AND %7$s AND (%3$s) IS DISTINCT FROM (%5$s))',
+            c.n, p_left_key, c.col->>'left', p_right_key, c.col->>'right',
+            format('(%s) IS NOT NULL', p_left_key), format('(%s) IS NOT NULL', p_right_key));
+    END LOOP;
+    EXECUTE format(
+        'SELECT jsonb_build_object(''left_rows'', count(*) FILTER (WHERE %1$s), '
+        '''right_rows'', count(*) FILTER (WHERE %2$s), '
+        '''missing'', count(*) FILTER (WHERE %1$s AND NOT %2$s), '
+        '''orphans'', count(*) FILTER (WHERE %2$s AND NOT %1$s)%3$s) '
+        'FROM ONLY %4$s s FULL JOIN ONLY %5$s t ON %6$s',
+        format('(%s) IS NOT NULL', p_left_key), format('(%s) IS NOT NULL', p_right_key),
+        v_sel, p_left, p_right, p_join)
+       INTO v_res;
+
+    check_name := 'row_count'; expected := v_res->>'left_rows'; actual := v_res->>'right_rows';
+    ok := expected = actual; RETURN NEXT;
+    check_name := 'missing_in_target'; expected := '0'; actual := v_res->>'missing';
+    ok := expected = actual; RETURN NEXT;
+    check_name := 'orphans_in_target'; expected := '0'; actual := v_res->>'orphans';
+    ok := expected = actual; RETURN NEXT;
+    FOR c IN SELECT x.col, x.n FROM jsonb_array_elements(p_columns) WITH ORDINALITY x(col, n) ORDER BY x.n LOOP
+        check_name := 'checksum:' || (c.col->>'name');
+        expected := coalesce(v_res->>('l' || c.n), 'empty');
+        actual := coalesce(v_res->>('r' || c.n), 'empty');
+        ok := expected = actual AND (v_res->>('d' || c.n))::bigint = 0;
+        IF expected = actual AND NOT ok THEN
+            actual := actual || format(' (but %s rows differ)', v_res->>('d' || c.n));
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION customer_unify._compare(regclass, text, regclass, text, text, jsonb) IS
+    'Compares two relations row by row in one statement: counts, missing and orphan rows, and per column the rows that differ and a checksum of each side.';
