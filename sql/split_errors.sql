@@ -101,10 +101,22 @@ SELECT regress_util.try($$DELETE FROM err.user_names WHERE user_id = 1$$);
 SELECT regress_util.try($$INSERT INTO err.user_names (user_id, first_name) VALUES (999, 'ghost')$$);
 SELECT regress_util.try($$UPDATE err.user_names SET user_id = 998 WHERE user_id = 2$$);
 SELECT count(*) AS user_names_rows FROM err.user_names;
--- verify catches a difference made behind the triggers' back, and cutover refuses
+-- session_replication_role = replica no longer goes behind the triggers' back
 SET session_replication_role = replica;
-UPDATE err.user_names SET last_name = 'tampered' WHERE user_id = 3;
+UPDATE err.user_names SET last_name = 'replica' WHERE user_id = 3;
 RESET session_replication_role;
+SELECT last_name FROM err.users WHERE id = 3;
+SELECT count(*) AS failing FROM customer_unify.verify('err_split') WHERE NOT ok;
+-- verify catches a difference made behind the triggers' back (a superuser
+-- switches the DDL guard off, then the sync trigger), and cutover refuses
+SELECT format('ALTER TABLE err.user_names DISABLE TRIGGER %I', 'customer_unify_' || m.id || '_sync') AS disable_sync,
+       format('ALTER TABLE err.user_names ENABLE ALWAYS TRIGGER %I', 'customer_unify_' || m.id || '_sync') AS enable_sync
+  FROM customer_unify.migration m WHERE m.name = 'err_split' \gset
+ALTER EVENT TRIGGER customer_unify_guard_ddl DISABLE;
+:disable_sync;
+UPDATE err.user_names SET last_name = 'tampered' WHERE user_id = 3;
+:enable_sync;
+ALTER EVENT TRIGGER customer_unify_guard_ddl ENABLE;
 SELECT check_name, expected = actual AS same, ok FROM customer_unify.verify('err_split') WHERE NOT ok;
 SELECT state FROM customer_unify.migration WHERE name = 'err_split';
 SELECT regress_util.try_detail($$SELECT customer_unify.cutover('err_split')$$) LIKE '23000: verification of migration "err_split" failed%DETAIL: checksum:last_name: expected%' AS cutover_refused;

@@ -79,15 +79,44 @@ UPDATE users SET nick = 'rekeyed' WHERE id = 500008;
 SELECT user_id, nick FROM user_bits WHERE user_id IN (8, 9, 500008, 500009) ORDER BY user_id;
 SELECT sync.diff() AS differences;
 
--- the statement-level trigger disabled: the transaction fails, nothing is lost
-ALTER TABLE users DISABLE TRIGGER customer_unify_sync_flush;
+-- disabling a sync trigger while the migration is live is refused (55006)
+SELECT regexp_replace(x.r, 'customer_unify_\d+_', 'customer_unify_<id>_') AS refused
+  FROM customer_unify.migration m,
+       LATERAL (VALUES (1, regress_util.try(format('ALTER TABLE sync.users DISABLE TRIGGER %I', 'customer_unify_' || m.id || '_flush'))),
+                       (2, regress_util.try(format('ALTER TABLE sync.users DISABLE TRIGGER %I', 'customer_unify_' || m.id || '_sync'))),
+                       (3, regress_util.try('ALTER TABLE sync.users DISABLE TRIGGER ALL')),
+                       (4, regress_util.try(format('ALTER TABLE sync.users ENABLE REPLICA TRIGGER %I', 'customer_unify_' || m.id || '_sync')))) x(n, r)
+ WHERE m.name = 'sync_split' ORDER BY x.n;
+-- a superuser who switches the guard off and the statement-level trigger
+-- with it: the transaction fails at commit, nothing is lost
+ALTER EVENT TRIGGER customer_unify_guard_ddl DISABLE;
+SELECT format('ALTER TABLE sync.users DISABLE TRIGGER %I', 'customer_unify_' || m.id || '_flush') AS disable_flush,
+       format('ALTER TABLE sync.users ENABLE ALWAYS TRIGGER %I', 'customer_unify_' || m.id || '_flush') AS enable_flush
+  FROM customer_unify.migration m WHERE m.name = 'sync_split' \gset
+:disable_flush;
 SELECT regress_util.try($$UPDATE sync.users SET nick = 'lost?' WHERE id = 10$$) AS inside_a_statement;
 BEGIN;
 UPDATE users SET nick = 'lost?' WHERE id = 10;
 COMMIT;
-ALTER TABLE users ENABLE TRIGGER customer_unify_sync_flush;
+:enable_flush;
+ALTER EVENT TRIGGER customer_unify_guard_ddl ENABLE;
 SELECT id, nick FROM users WHERE id = 10;
 SELECT sync.diff() AS differences;
+
+-- session_replication_role = replica (a restore, a logical replica's apply):
+-- the sync triggers fire anyway (ENABLE ALWAYS) and, with no foreign-key
+-- cascades in that mode, the mirror does the deletes and key changes itself
+SET session_replication_role = replica;
+UPDATE users SET nick = 'replica' WHERE id = 11;
+UPDATE user_bits SET bio = 'replica target' WHERE user_id = 12;
+INSERT INTO users VALUES (800001, 'r', 'replica insert', NULL, NULL, NULL);
+SELECT count(*) AS present_before FROM user_bits WHERE user_id IN (16, 15);
+DELETE FROM users WHERE id = 16;
+UPDATE users SET id = 800015 WHERE id = 15;
+RESET session_replication_role;
+SELECT sync.diff() AS differences, (SELECT count(*) FROM user_bits WHERE user_id IN (16, 15)) AS gone,
+       (SELECT nick FROM user_bits WHERE user_id = 800015) AS rekeyed,
+       (SELECT bio FROM users WHERE id = 12) AS from_target;
 
 -- verify agrees
 SELECT check_name, ok FROM customer_unify.verify('sync_split') WHERE NOT ok;

@@ -33,7 +33,7 @@ _PG_init(void)
 							"A phase that waits longer for a lock is rolled back whole, waits, and is retried, so it never holds a lock while it waits.",
 							&cu_lock_timeout_ms,
 							500, 1, INT_MAX,
-							PGC_USERSET, GUC_UNIT_MS,
+							PGC_USERSET, 0,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("customer_unify.lock_retries",
 							"How many times a migration phase is retried after a lock timeout.",
