@@ -15,7 +15,8 @@ SQL_CURRENT = src/sql/customer_unify--$(CURRENT_VERSION).sql src/sql/customer_un
 DATA        = $(sort $(wildcard src/sql/customer_unify--*.sql) $(SQL_CURRENT))
 
 # pg_regress tier: sql/*.sql with expected/*.out
-REGRESS      = setup split_lifecycle split_errors split_quoting split_dependents split_rollback split_sync upgrade_paths
+REGRESS      = setup split_lifecycle split_errors split_quoting split_dependents split_rollback split_sync \
+               defects_data defects_outages defects_security engine_caches upgrade_paths
 REGRESS_OPTS = --inputdir=. --load-extension=plpgsql
 
 # isolation tier: test/isolation/specs/*.spec with test/isolation/expected/*.out
@@ -35,6 +36,9 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 all: $(SQL_CURRENT)
+
+# every C file includes the shared header
+$(OBJS): src/customer_unify.h
 
 src/sql/customer_unify--$(CURRENT_VERSION).sql: src/sql/header-install.sql src/sql/catalog/operation.sql src/sql/catalog/base.sql src/sql/catalog/engine.sql $(SQL_PIECES) src/sql/registry.sql src/sql/guard-triggers.sql
 	cat $^ > $@

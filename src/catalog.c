@@ -14,6 +14,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
 #include "customer_unify.h"
@@ -62,7 +63,8 @@ cu_map_load(int64 map_id, CuMap *map, bool missing_ok)
 							   "m.from_key, m.to_key, m.mode OPERATOR(pg_catalog.=) 'final', "
 							   "(SELECT s.relid::pg_catalog.oid FROM customer_unify.migration_relation s "
 							   "  WHERE s.migration_id OPERATOR(pg_catalog.=) m.migration_id "
-							   "    AND s.tag OPERATOR(pg_catalog.=) 'source') "
+							   "    AND s.tag OPERATOR(pg_catalog.=) 'source'), "
+							   "(SELECT g.name FROM customer_unify.migration g WHERE g.id OPERATOR(pg_catalog.=) m.migration_id) "
 							   "FROM customer_unify.sync_map m "
 							   "JOIN customer_unify.migration_relation f ON f.migration_id OPERATOR(pg_catalog.=) m.migration_id "
 							   " AND f.tag OPERATOR(pg_catalog.=) m.from_tag "
@@ -95,7 +97,16 @@ cu_map_load(int64 map_id, CuMap *map, bool missing_ok)
 	map->source_relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 8, &isnull));
 	if (isnull)
 		map->source_relid = InvalidOid;
+	map->migration_name = spi_text(0, 9, NULL);
 	MemoryContextSwitchTo(old);
+	if (get_rel_name(map->from_relid) == NULL || get_rel_name(map->to_relid) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("a table of migration \"%s\" does not exist any more", map->migration_name),
+				 errdetail("It was dropped behind the DDL guard's back; the sync trigger of map \"%s\" has nothing to write to.",
+						   map->name),
+				 errhint("Roll the migration back: SELECT customer_unify.rollback(%s);",
+						 quote_literal_cstr(map->migration_name))));
 
 	rc = SPI_execute_with_args("SELECT c.from_column, c.to_column FROM customer_unify.sync_map_column c "
 							   "WHERE c.map_id OPERATOR(pg_catalog.=) $1 ORDER BY c.ord",

@@ -146,6 +146,7 @@ typedef struct CuMap
 {
 	int64		id;
 	int64		migration_id;
+	char	   *migration_name;
 	char	   *name;
 	Oid			from_relid;
 	Oid			to_relid;

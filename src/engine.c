@@ -504,8 +504,9 @@ rollback_steps(Migration *m, bool *keep_created)
 		if (*keep_created && tag != NULL)
 		{
 			ereport(NOTICE,
-					(errmsg("keeping %s: the source of migration \"%s\" is gone and it holds the only copy of its data",
-							s->lock_relation ? s->lock_relation : tag, m->name)));
+					(errmsg("keeping the %s of migration \"%s\": its source is gone and the %s holds the only copy of its data",
+							tag, m->name, tag),
+					 errhint("It is not dropped; drop it yourself once its data is safe.")));
 			continue;
 		}
 		steps = lappend(steps, s);
@@ -618,6 +619,10 @@ phase_attempt(Migration *m, const PhaseRule *rule, List *steps, Oid owner, int a
 	snprintf(buf, sizeof(buf), "%d", cu_lock_timeout_ms);
 	(void) set_config_option("lock_timeout", buf, PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
+	/* the steps' own chatter (IF EXISTS ... skipping) is not the caller's business */
+	if (client_min_messages < WARNING)
+		(void) set_config_option("client_min_messages", "warning", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
 	cu_engine_depth++;
 	foreach(lc, steps)
 	{

@@ -70,7 +70,8 @@ typedef struct Mirror
 	AttrNumber	key_attnum;		/* key on the trigger's table */
 	AttrNumber *attnums;		/* mirrored columns on the trigger's table */
 	CuKeyType	key;			/* of the trigger's key */
-	char	   *this_name;		/* for messages */
+	char	   *migration_name; /* for messages */
+	char	   *this_name;
 	char	   *other_name;
 	char	   *other_key;
 	bool		batchable;		/* the key type has an array type */
@@ -135,6 +136,21 @@ mirror_link_fk_exists(Oid target, Oid source)
 	return SPI_processed > 0;
 }
 
+/* The migration's name, for messages (its id when the catalog has none: 1.0's triggers). */
+static char *
+mirror_migration_name(int64 migration_id)
+{
+	Oid			types[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(migration_id)};
+	int			rc = SPI_execute_with_args("SELECT m.name FROM customer_unify.migration m "
+										   "WHERE m.id OPERATOR(pg_catalog.=) $1",
+										   1, types, values, NULL, false, 1);
+
+	if (rc == SPI_OK_SELECT && SPI_processed == 1)
+		return pstrdup(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+	return psprintf("%lld", (long long) migration_id);
+}
+
 static Mirror *
 mirror_build(CuCacheEntry *entry, TriggerData *trigdata, MirrorSpec *spec)
 {
@@ -166,6 +182,7 @@ mirror_build(CuCacheEntry *entry, TriggerData *trigdata, MirrorSpec *spec)
 		m->attnums[i] = cu_attnum_or_error(rel, spec->self_cols[i]);
 	cu_key_type_for_column(rel, m->key_attnum, &m->key);
 	m->this_name = pstrdup(RelationGetRelationName(rel));
+	m->migration_name = mirror_migration_name(m->migration_id);
 
 	otherrel = table_open(spec->other_relid, AccessShareLock);
 	m->other_name = pstrdup(RelationGetRelationName(otherrel));
@@ -870,8 +887,8 @@ mirror_backward(TriggerData *trigdata, Mirror *m)
 					return;
 				ereport(ERROR,
 						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-						 errmsg("cannot change the link column of \"%s\" while migration %lld is live",
-								m->this_name, (long long) m->migration_id),
+						 errmsg("cannot change the link column of \"%s\" while migration \"%s\" is live",
+								m->this_name, m->migration_name),
 						 errdetail("\"%s\" is kept 1:1 with \"%s\" until the migration is finalized.",
 								   m->this_name, m->other_name),
 						 errhint("Change the key in \"%s\"; the change is mirrored.", m->other_name)));
@@ -897,8 +914,8 @@ mirror_backward(TriggerData *trigdata, Mirror *m)
 					 errmsg("no row in \"%s\" with %s = %s for the new row of \"%s\"",
 							m->other_name, quote_identifier(m->other_key),
 							cu_datum_text(m->key.type, key), m->this_name),
-					 errdetail("While migration %lld is live, every row of \"%s\" belongs to a row of \"%s\".",
-							   (long long) m->migration_id, m->this_name, m->other_name),
+					 errdetail("While migration \"%s\" is live, every row of \"%s\" belongs to a row of \"%s\".",
+							   m->migration_name, m->this_name, m->other_name),
 					 errhint("Insert the row into \"%s\" first (or through the compatibility view).",
 							 m->other_name)));
 	}
@@ -917,8 +934,8 @@ mirror_backward(TriggerData *trigdata, Mirror *m)
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 					 errmsg("cannot delete from \"%s\" while \"%s\" still has the row",
 							m->this_name, m->other_name),
-					 errdetail("Migration %lld keeps \"%s\" 1:1 with \"%s\" until it is finalized.",
-							   (long long) m->migration_id, m->this_name, m->other_name),
+					 errdetail("Migration \"%s\" keeps \"%s\" 1:1 with \"%s\" until it is finalized.",
+							   m->migration_name, m->this_name, m->other_name),
 					 errhint("Delete the row from \"%s\"; the delete is mirrored.", m->other_name)));
 	}
 }
@@ -1028,8 +1045,8 @@ cu_mirror_truncate(PG_FUNCTION_ARGS)
 		if (!cu_truncating(m->migration_id) && !cu_guard_active(m->migration_id))
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_IN_USE),
-					 errmsg("cannot truncate \"%s\": it is the target of live migration %lld",
-							m->this_name, (long long) m->migration_id),
+					 errmsg("cannot truncate \"%s\": it is the target of live migration \"%s\"",
+							m->this_name, m->migration_name),
 					 errdetail("\"%s\" holds a copy of \"%s\" that is kept in sync until finalize.",
 							   m->this_name, m->other_name),
 					 errhint("TRUNCATE \"%s\" instead; the target follows.", m->other_name)));

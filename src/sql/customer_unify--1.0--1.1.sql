@@ -1546,14 +1546,16 @@ BEGIN
         SELECT customer_unify._b_step(format('COMMENT ON COLUMN %s.%I IS %L', v_tgt, c.attname, c.comment),
                                       NULL, 'SHARE UPDATE EXCLUSIVE', v_tgt)
           FROM customer_unify._b_columns(m.source, v_moved) c WHERE c.comment IS NOT NULL ORDER BY c.attnum);
-    -- CHECK constraints on moved columns only (NOT VALID stays NOT VALID), and
-    -- unique and exclusion constraints (deferrability kept)
+    -- CHECK constraints on moved columns only, and unique and exclusion
+    -- constraints (deferrability kept); a CHECK the source has NOT VALID
+    -- comes after the copy (old rows may violate it), NOT VALID still
     v_steps := v_steps || ARRAY(
         SELECT customer_unify._b_step(
                    CASE WHEN c.contype = 'c' THEN format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_tgt, c.conname, c.def)
                         ELSE format('ALTER TABLE %s ADD %s', v_tgt, c.def) END,
                    NULL, 'ACCESS EXCLUSIVE', v_tgt)
           FROM customer_unify._split_moved_constraints(m, ARRAY['c', 'u', 'x']::"char"[]) c
+         WHERE c.validated OR c.contype <> 'c'
          ORDER BY c.contype, c.conname);
     -- indexes whose columns, expressions and predicate use only moved columns
     -- (those behind a constraint come with it)
@@ -1607,10 +1609,16 @@ BEGIN
         customer_unify._b_lock(v_tgt, 'SHARE ROW EXCLUSIVE'),
         customer_unify._b_foreign_key(v_tgt, v_fk,
             format('FOREIGN KEY (%I) REFERENCES %s (%I) ON DELETE CASCADE ON UPDATE CASCADE', v_link, v_src, v_key))];
-    -- foreign keys of the source whose columns all move go along
+    -- foreign keys of the source whose columns all move go along, and the
+    -- CHECKs the source has NOT VALID
     v_steps := v_steps || ARRAY(
         SELECT customer_unify._b_foreign_key(v_tgt, c.conname, c.def)
           FROM customer_unify._split_moved_constraints(m, ARRAY['f']::"char"[]) c ORDER BY c.conname);
+    v_steps := v_steps || ARRAY(
+        SELECT customer_unify._b_step(format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_tgt, c.conname, c.def),
+                                      NULL, 'SHARE ROW EXCLUSIVE', v_tgt)
+          FROM customer_unify._split_moved_constraints(m, ARRAY['c']::"char"[]) c
+         WHERE NOT c.validated ORDER BY c.conname);
     phase := 'backfill_end'; seq := 0;
     FOREACH st IN ARRAY v_steps LOOP
         seq := seq + 1;
@@ -2261,10 +2269,14 @@ BEGIN
         END LOOP;
         IF m.state = 'cut_over' AND v_view IS NOT NULL THEN
             EXECUTE format('DROP TRIGGER IF EXISTS customer_unify_route ON %s', customer_unify._b_name(v_view));
-            -- the live view: the source itself (same columns, in the same order)
+            -- the live view: the source itself (same columns, in the same order);
+            -- replaced in place, so views of the application on it stay, and
+            -- kept out of the extension (a script's CREATE would make it a member)
+            EXECUTE format('ALTER EXTENSION customer_unify ADD VIEW %s', customer_unify._b_name(v_view));
             EXECUTE (SELECT regexp_replace(x.statement, '^CREATE VIEW ', 'CREATE OR REPLACE VIEW ')
                        FROM customer_unify.step x
                       WHERE x.migration_id = m.id AND x.phase = 'cutover' AND x.statement LIKE 'CREATE VIEW %');
+            EXECUTE format('ALTER EXTENSION customer_unify DROP VIEW %s', customer_unify._b_name(v_view));
             FOR st IN SELECT * FROM customer_unify._b_route_trigger(m.id, customer_unify._b_name(v_view),
                                                                    customer_unify._map_id(m.id, 'route'))
             LOOP

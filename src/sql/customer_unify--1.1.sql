@@ -1579,14 +1579,16 @@ BEGIN
         SELECT customer_unify._b_step(format('COMMENT ON COLUMN %s.%I IS %L', v_tgt, c.attname, c.comment),
                                       NULL, 'SHARE UPDATE EXCLUSIVE', v_tgt)
           FROM customer_unify._b_columns(m.source, v_moved) c WHERE c.comment IS NOT NULL ORDER BY c.attnum);
-    -- CHECK constraints on moved columns only (NOT VALID stays NOT VALID), and
-    -- unique and exclusion constraints (deferrability kept)
+    -- CHECK constraints on moved columns only, and unique and exclusion
+    -- constraints (deferrability kept); a CHECK the source has NOT VALID
+    -- comes after the copy (old rows may violate it), NOT VALID still
     v_steps := v_steps || ARRAY(
         SELECT customer_unify._b_step(
                    CASE WHEN c.contype = 'c' THEN format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_tgt, c.conname, c.def)
                         ELSE format('ALTER TABLE %s ADD %s', v_tgt, c.def) END,
                    NULL, 'ACCESS EXCLUSIVE', v_tgt)
           FROM customer_unify._split_moved_constraints(m, ARRAY['c', 'u', 'x']::"char"[]) c
+         WHERE c.validated OR c.contype <> 'c'
          ORDER BY c.contype, c.conname);
     -- indexes whose columns, expressions and predicate use only moved columns
     -- (those behind a constraint come with it)
@@ -1640,10 +1642,16 @@ BEGIN
         customer_unify._b_lock(v_tgt, 'SHARE ROW EXCLUSIVE'),
         customer_unify._b_foreign_key(v_tgt, v_fk,
             format('FOREIGN KEY (%I) REFERENCES %s (%I) ON DELETE CASCADE ON UPDATE CASCADE', v_link, v_src, v_key))];
-    -- foreign keys of the source whose columns all move go along
+    -- foreign keys of the source whose columns all move go along, and the
+    -- CHECKs the source has NOT VALID
     v_steps := v_steps || ARRAY(
         SELECT customer_unify._b_foreign_key(v_tgt, c.conname, c.def)
           FROM customer_unify._split_moved_constraints(m, ARRAY['f']::"char"[]) c ORDER BY c.conname);
+    v_steps := v_steps || ARRAY(
+        SELECT customer_unify._b_step(format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_tgt, c.conname, c.def),
+                                      NULL, 'SHARE ROW EXCLUSIVE', v_tgt)
+          FROM customer_unify._split_moved_constraints(m, ARRAY['c']::"char"[]) c
+         WHERE NOT c.validated ORDER BY c.conname);
     phase := 'backfill_end'; seq := 0;
     FOREACH st IN ARRAY v_steps LOOP
         seq := seq + 1;

@@ -1,9 +1,13 @@
 -- 00_catalog.sql: the objects CREATE EXTENSION customer_unify leaves behind.
--- Contract: test/API.md "Catalog", DESIGN.md "Versioned upgrades" and "Safe SQL".
+-- Contract: test/API.md "Catalog", DESIGN.md "Versioned upgrades" and "Safe SQL";
+-- 1.1: the engine's catalog (operation, migration_relation, step, sync_map,
+-- sync_map_column) is written only by the engine's C functions, as the
+-- extension owner; PUBLIC may read it and nothing else.  The DDL guard is a
+-- pair of event triggers that belong to the extension.
 -- Convention in these files: every assertion is one statement starting with
 -- "SELECT " at the start of a line; nothing else starts that way.
 BEGIN;
-SELECT plan(59);
+SELECT plan(112);
 
 CREATE FUNCTION pg_temp.err(sql text) RETURNS text LANGUAGE plpgsql AS $f$
 BEGIN
@@ -24,6 +28,26 @@ LANGUAGE sql AS $f$
                           AND a.attnum > 0 AND NOT a.attisdropped)
 $f$;
 
+-- the C functions documented to carry no SET search_path clause
+CREATE FUNCTION pg_temp.unpinned_c() RETURNS SETOF text LANGUAGE sql AS $f$
+    VALUES
+        -- 1.0's trigger functions and their guard, kept for objects 1.0 made
+        ('customer_unify.split_sync_source()'), ('customer_unify.split_sync_target()'),
+        ('customer_unify.split_sync_flush()'), ('customer_unify.compat_view_route()'),
+        ('customer_unify._sync_guard_active()'),
+        -- 1.1's row-level trigger functions and the guards of their WHEN clauses
+        ('customer_unify.mirror_row()'), ('customer_unify.mirror_flush()'),
+        ('customer_unify.mirror_truncate()'), ('customer_unify.compat_route()'),
+        ('customer_unify.route_capture()'),
+        ('customer_unify._mirror_guard(bigint)'), ('customer_unify._route_capturing()'),
+        -- the engine's entry points: they set search_path for what they run
+        ('customer_unify._create_migration(text,text,jsonb)'),
+        ('customer_unify._run_phase(bigint,text,jsonb)'), ('customer_unify._verify(bigint)'),
+        -- helpers that run no SQL
+        ('customer_unify._engine_active()'), ('customer_unify._phase_option(text)'),
+        ('customer_unify._copy_statement(jsonb)'), ('customer_unify._plan_cache_stats()')
+$f$;
+
 -- ---------------------------------------------------------------- extension
 SELECT has_extension('customer_unify', 'extension customer_unify is installed');
 SELECT is((SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'customer_unify'),
@@ -40,19 +64,39 @@ SELECT has_table('customer_unify', 'migration', 'table customer_unify.migration 
 SELECT has_table('customer_unify', 'step_log', 'table customer_unify.step_log exists');
 SELECT has_table('customer_unify', 'backfill_state', 'table customer_unify.backfill_state exists');
 SELECT has_view('customer_unify', 'progress', 'view customer_unify.progress exists');
+SELECT has_table('customer_unify', 'operation', 'table customer_unify.operation (the registry of operations) exists');
+SELECT has_table('customer_unify', 'migration_relation', 'table customer_unify.migration_relation exists');
+SELECT has_table('customer_unify', 'step', 'table customer_unify.step (the frozen plan) exists');
+SELECT has_table('customer_unify', 'sync_map', 'table customer_unify.sync_map exists');
+SELECT has_table('customer_unify', 'sync_map_column', 'table customer_unify.sync_map_column exists');
 
 SELECT is(pg_temp.missing('customer_unify.migration',
           '{id,name,kind,spec,state,source,owner,created_at,updated_at}'), '{}'::name[],
           'migration has all documented columns');
 SELECT is(pg_temp.missing('customer_unify.step_log',
-          '{id,migration_id,phase,seq,statement,inverse,lock_mode,rows,duration_ms,outcome,error,started_at}'),
-          '{}'::name[], 'step_log has all documented columns');
+          '{id,migration_id,phase,seq,statement,inverse,lock_mode,rows,duration_ms,outcome,error,started_at,creates_tag,note}'),
+          '{}'::name[], 'step_log has all documented columns, creates_tag and note included');
 SELECT is(pg_temp.missing('customer_unify.backfill_state',
-          '{migration_id,last_key,rows_done,rows_total,batches,started_at,updated_at,finished_at}'),
-          '{}'::name[], 'backfill_state has all documented columns');
+          '{migration_id,last_key,rows_done,rows_total,batches,started_at,updated_at,finished_at,stream,key_type,position,end_position,plan}'),
+          '{}'::name[], 'backfill_state has all documented columns, the typed checkpoint included');
 SELECT is(pg_temp.missing('customer_unify.progress',
           '{name,state,rows_done,rows_total,percent,rows_per_sec,eta,batches,last_key,updated_at}'),
           '{}'::name[], 'progress has all documented columns');
+SELECT is(pg_temp.missing('customer_unify.operation',
+          '{kind,validate,steps,copy_plan,verify,dependents,describe,security}'),
+          '{}'::name[], 'operation has a function for every role of an operation');
+SELECT is(pg_temp.missing('customer_unify.migration_relation',
+          '{migration_id,tag,relid,role,created,nspname,relname,live}'),
+          '{}'::name[], 'migration_relation has all its columns');
+SELECT is(pg_temp.missing('customer_unify.step',
+          '{migration_id,phase,seq,statement,inverse,lock_mode,lock_relation,rows_estimate,registers}'),
+          '{}'::name[], 'step has all its columns');
+SELECT is(pg_temp.missing('customer_unify.sync_map',
+          '{id,migration_id,name,from_tag,to_tag,from_key,to_key,mode}'),
+          '{}'::name[], 'sync_map has all its columns');
+SELECT is(pg_temp.missing('customer_unify.sync_map_column',
+          '{map_id,ord,from_column,to_column}'),
+          '{}'::name[], 'sync_map_column has all its columns');
 
 SELECT col_type_is('customer_unify', 'migration', 'spec', 'jsonb', 'migration.spec is jsonb');
 SELECT col_type_is('customer_unify', 'migration', 'source', 'regclass', 'migration.source is regclass');
@@ -70,6 +114,114 @@ SELECT ok(EXISTS (SELECT 1 FROM pg_constraint
                      AND confrelid = 'customer_unify.migration'::regclass),
           'step_log references migration');
 
+-- the typed checkpoint: one row per (migration, copy stream)
+SELECT col_is_pk('customer_unify', 'backfill_state', ARRAY['migration_id', 'stream']::name[],
+                 'backfill_state''s primary key is (migration_id, stream)');
+SELECT is(ARRAY(SELECT format('%s %s', a.attname, format_type(a.atttypid, a.atttypmod))
+                  FROM pg_attribute a
+                 WHERE a.attrelid = 'customer_unify.backfill_state'::regclass
+                   AND a.attname IN ('stream', 'key_type', 'position', 'end_position', 'plan')
+                 ORDER BY a.attname),
+          ARRAY['end_position bytea', 'key_type regtype', 'plan jsonb', 'position bytea', 'stream text'],
+          'backfill_state keeps the key type, the positions in binary form and the copy plan');
+
+-- the relations of each migration: one live migration per relation
+SELECT col_is_pk('customer_unify', 'migration_relation', ARRAY['migration_id', 'tag']::name[],
+                 'migration_relation''s primary key is (migration_id, tag)');
+SELECT col_type_is('customer_unify', 'migration_relation', 'relid', 'regclass', 'migration_relation.relid is regclass');
+SELECT is((SELECT format('unique=%s key=%s where=%s', i.indisunique::text,
+                         (SELECT a.attname FROM pg_attribute a WHERE a.attrelid = i.indrelid AND a.attnum = i.indkey[0]),
+                         pg_get_expr(i.indpred, i.indrelid))
+             FROM pg_index i
+            WHERE i.indrelid = 'customer_unify.migration_relation'::regclass AND i.indnkeyatts = 1
+              AND i.indpred IS NOT NULL),
+          'unique=true key=relid where=live',
+          'migration_relation has a unique index on relid WHERE live');
+SELECT is_empty($$
+    SELECT t.rel FROM (VALUES ('customer_unify.step_log'), ('customer_unify.backfill_state'),
+                              ('customer_unify.migration_relation'), ('customer_unify.step'),
+                              ('customer_unify.sync_map')) t(rel)
+     WHERE NOT EXISTS (SELECT 1 FROM pg_constraint c
+                        WHERE c.conrelid = t.rel::regclass AND c.contype = 'f'
+                          AND c.confrelid = 'customer_unify.migration'::regclass AND c.confdeltype = 'c')
+$$, 'every table of a migration''s state references migration ON DELETE CASCADE');
+SELECT ok(EXISTS (SELECT 1 FROM pg_constraint
+                   WHERE conrelid = 'customer_unify.sync_map_column'::regclass AND contype = 'f'
+                     AND confrelid = 'customer_unify.sync_map'::regclass),
+          'sync_map_column references sync_map');
+
+-- the registry of operations
+SELECT ok(EXISTS (SELECT 1 FROM pg_constraint
+                   WHERE conrelid = 'customer_unify.migration'::regclass AND contype = 'f'
+                     AND confrelid = 'customer_unify.operation'::regclass),
+          'migration.kind references the registry of operations');
+SELECT is(ARRAY(SELECT kind FROM customer_unify.operation ORDER BY kind), ARRAY['split'],
+          'the registry holds exactly the operation split');
+SELECT is((SELECT concat_ws(' ', validate, steps, copy_plan, verify, dependents, describe, security)
+             FROM customer_unify.operation WHERE kind = 'split'),
+          concat_ws(' ', 'customer_unify._split_validate(text,jsonb)',
+                    'customer_unify._split_steps(customer_unify.migration)',
+                    'customer_unify._split_copy_plan(customer_unify.migration)',
+                    'customer_unify._split_verify(customer_unify.migration)',
+                    'customer_unify._split_dependents(customer_unify.migration)',
+                    'customer_unify._split_describe(customer_unify.migration)',
+                    'customer_unify._split_security_steps(customer_unify.migration)'),
+          'split is made of the _split_* functions');
+
+-- ---------------------------------------------------------------- who may write the catalog
+-- Only the engine's C functions write it, as the extension owner: PUBLIC
+-- reads, nobody else holds any other privilege, and no row level security.
+SELECT is_empty($$
+    SELECT c.oid::regclass::text
+      FROM pg_class c
+     WHERE c.relnamespace = 'customer_unify'::regnamespace AND c.relkind IN ('r', 'v')
+       AND NOT has_table_privilege('public', c.oid, 'SELECT')
+$$, 'PUBLIC may SELECT every catalog table and view');
+SELECT ok(NOT has_table_privilege('public', 'customer_unify.migration', 'INSERT'),
+          'PUBLIC may not INSERT into migration');
+SELECT ok(NOT has_table_privilege('public', 'customer_unify.migration', 'UPDATE'),
+          'PUBLIC may not UPDATE migration');
+SELECT ok(NOT has_table_privilege('public', 'customer_unify.migration', 'DELETE'),
+          'PUBLIC may not DELETE from migration');
+SELECT ok(NOT has_table_privilege('public', 'customer_unify.step', 'INSERT')
+          AND NOT has_table_privilege('public', 'customer_unify.step_log', 'INSERT')
+          AND NOT has_table_privilege('public', 'customer_unify.sync_map', 'UPDATE')
+          AND NOT has_table_privilege('public', 'customer_unify.backfill_state', 'UPDATE'),
+          'PUBLIC may not write the frozen plan, the step log, the sync maps or the checkpoints');
+SELECT is_empty($$
+    SELECT c.oid::regclass::text || ' ' || p.priv
+      FROM pg_class c,
+           (VALUES ('INSERT'), ('UPDATE'), ('DELETE'), ('TRUNCATE'), ('REFERENCES'), ('TRIGGER')) p(priv)
+     WHERE c.relnamespace = 'customer_unify'::regnamespace AND c.relkind IN ('r', 'v')
+       AND (has_table_privilege('public', c.oid, p.priv)
+            OR (p.priv IN ('INSERT', 'UPDATE', 'REFERENCES') AND has_any_column_privilege('public', c.oid, p.priv)))
+$$, 'PUBLIC holds no write privilege (table or column) on any catalog relation');
+SELECT is_empty($$
+    SELECT c.oid::regclass::text || ' ' || p.priv
+      FROM pg_class c, (VALUES ('USAGE'), ('UPDATE'), ('SELECT')) p(priv)
+     WHERE c.relnamespace = 'customer_unify'::regnamespace AND c.relkind = 'S'
+       AND has_sequence_privilege('public', c.oid, p.priv)
+$$, 'PUBLIC may not use the catalog''s sequences');
+SELECT is_empty($$
+    SELECT c.oid::regclass::text || ' ' || e.privilege_type || ' to ' || e.grantee::regrole::text
+      FROM pg_class c, aclexplode(c.relacl) e
+     WHERE c.relnamespace = 'customer_unify'::regnamespace AND c.relkind IN ('r', 'v', 'S')
+       AND e.grantee <> c.relowner AND NOT (e.grantee = 0 AND e.privilege_type = 'SELECT')
+$$, 'no role but the owner holds a privilege on the catalog beyond PUBLIC''s SELECT');
+SELECT is_empty($$
+    SELECT c.oid::regclass::text
+      FROM pg_class c
+     WHERE c.relnamespace = 'customer_unify'::regnamespace AND c.relkind IN ('r', 'v', 'S')
+       AND c.relowner <> (SELECT extowner FROM pg_extension WHERE extname = 'customer_unify')
+$$, 'every catalog relation belongs to the extension''s owner');
+SELECT is_empty($$
+    SELECT c.oid::regclass::text
+      FROM pg_class c
+     WHERE c.relnamespace = 'customer_unify'::regnamespace AND c.relkind = 'r'
+       AND (c.relrowsecurity OR c.relforcerowsecurity
+            OR EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid))
+$$, 'no catalog table has row level security or policies');
+
 -- ---------------------------------------------------------------- pg_dump registration
 SELECT ok((SELECT 'customer_unify.migration'::regclass::oid = ANY (extconfig)
              FROM pg_extension WHERE extname = 'customer_unify'),
@@ -80,12 +232,53 @@ SELECT ok((SELECT 'customer_unify.step_log'::regclass::oid = ANY (extconfig)
 SELECT ok((SELECT 'customer_unify.backfill_state'::regclass::oid = ANY (extconfig)
              FROM pg_extension WHERE extname = 'customer_unify'),
           'backfill_state is registered with pg_extension_config_dump');
+SELECT ok((SELECT 'customer_unify.migration_relation'::regclass::oid = ANY (extconfig)
+             FROM pg_extension WHERE extname = 'customer_unify'),
+          'migration_relation is registered with pg_extension_config_dump');
+SELECT ok((SELECT 'customer_unify.step'::regclass::oid = ANY (extconfig)
+             FROM pg_extension WHERE extname = 'customer_unify'),
+          'step is registered with pg_extension_config_dump');
+SELECT ok((SELECT 'customer_unify.sync_map'::regclass::oid = ANY (extconfig)
+             FROM pg_extension WHERE extname = 'customer_unify'),
+          'sync_map is registered with pg_extension_config_dump');
+SELECT ok((SELECT 'customer_unify.sync_map_column'::regclass::oid = ANY (extconfig)
+             FROM pg_extension WHERE extname = 'customer_unify'),
+          'sync_map_column is registered with pg_extension_config_dump');
+-- The registry's rows come from the extension script itself (a restore's
+-- CREATE EXTENSION makes them), so it is the one table not dumped.
 SELECT is_empty($$
     SELECT c.oid::regclass::text
       FROM pg_class c
-     WHERE c.relnamespace = 'customer_unify'::regnamespace AND c.relkind = 'r'
+     WHERE c.relnamespace = 'customer_unify'::regnamespace AND c.relkind IN ('r', 'S')
+       AND c.oid <> 'customer_unify.operation'::regclass
        AND NOT c.oid = ANY ((SELECT extconfig FROM pg_extension WHERE extname = 'customer_unify')::oid[])
-$$, 'every table in schema customer_unify is registered for pg_dump');
+$$, 'every table and sequence in schema customer_unify but the operation registry is registered for pg_dump');
+SELECT ok((SELECT NOT ('customer_unify.operation'::regclass::oid = ANY (extconfig))
+             FROM pg_extension WHERE extname = 'customer_unify'),
+          'the operation registry, made by the extension script, is not dumped');
+SELECT is((SELECT array_agg(DISTINCT x) FROM pg_extension e, unnest(e.extcondition) x
+            WHERE e.extname = 'customer_unify'),
+          ARRAY['']::text[], 'every registered table is dumped whole (no filter condition)');
+
+-- ---------------------------------------------------------------- the DDL guard
+SELECT is((SELECT format('%s on %s calls %s', evtname, evtevent, evtfoid::regproc)
+             FROM pg_event_trigger WHERE evtname = 'customer_unify_guard_ddl'),
+          'customer_unify_guard_ddl on ddl_command_end calls customer_unify._guard_ddl',
+          'event trigger customer_unify_guard_ddl runs customer_unify._guard_ddl() at ddl_command_end');
+SELECT is((SELECT format('%s on %s calls %s', evtname, evtevent, evtfoid::regproc)
+             FROM pg_event_trigger WHERE evtname = 'customer_unify_guard_drop'),
+          'customer_unify_guard_drop on sql_drop calls customer_unify._guard_drop',
+          'event trigger customer_unify_guard_drop runs customer_unify._guard_drop() at sql_drop');
+SELECT is(ARRAY(SELECT evtenabled::text FROM pg_event_trigger
+                 WHERE evtname IN ('customer_unify_guard_ddl', 'customer_unify_guard_drop') ORDER BY evtname),
+          ARRAY['O', 'O'], 'both guard event triggers are enabled');
+SELECT is(ARRAY(SELECT e.evtname::text FROM pg_event_trigger e
+                  JOIN pg_depend d ON d.classid = 'pg_event_trigger'::regclass AND d.objid = e.oid
+                                  AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+                  JOIN pg_extension x ON x.oid = d.refobjid AND x.extname = 'customer_unify'
+                 ORDER BY 1),
+          ARRAY['customer_unify_guard_ddl', 'customer_unify_guard_drop'],
+          'both guard event triggers are members of the extension');
 
 -- ---------------------------------------------------------------- functions and procedures
 SELECT has_function('customer_unify', 'split', 'function split exists');
@@ -117,19 +310,38 @@ SELECT function_returns('customer_unify', 'split_sync_flush', '{}'::name[], 'tri
                         'split_sync_flush() returns trigger');
 SELECT function_lang_is('customer_unify', 'split_sync_flush', '{}'::name[], 'c',
                         'split_sync_flush() is written in C');
+SELECT has_function('customer_unify', '_sync_guard_active', '{}'::name[],
+                    'the 1.0 guard _sync_guard_active() is kept for triggers 1.0 made');
+-- 1.1's map-driven trigger functions (one argument: a customer_unify.sync_map id)
+SELECT function_returns('customer_unify', 'mirror_row', '{}'::name[], 'trigger', 'mirror_row() returns trigger');
+SELECT function_lang_is('customer_unify', 'mirror_row', '{}'::name[], 'c', 'mirror_row() is written in C');
+SELECT function_returns('customer_unify', 'mirror_flush', '{}'::name[], 'trigger', 'mirror_flush() returns trigger');
+SELECT function_lang_is('customer_unify', 'mirror_flush', '{}'::name[], 'c', 'mirror_flush() is written in C');
+SELECT function_returns('customer_unify', 'mirror_truncate', '{}'::name[], 'trigger', 'mirror_truncate() returns trigger');
+SELECT function_lang_is('customer_unify', 'mirror_truncate', '{}'::name[], 'c', 'mirror_truncate() is written in C');
+SELECT function_returns('customer_unify', 'compat_route', '{}'::name[], 'trigger', 'compat_route() returns trigger');
+SELECT function_lang_is('customer_unify', 'compat_route', '{}'::name[], 'c', 'compat_route() is written in C');
+SELECT function_returns('customer_unify', 'route_capture', '{}'::name[], 'trigger', 'route_capture() returns trigger');
+SELECT function_lang_is('customer_unify', 'route_capture', '{}'::name[], 'c', 'route_capture() is written in C');
+SELECT function_returns('customer_unify', '_mirror_guard', ARRAY['bigint']::name[], 'boolean',
+                        '_mirror_guard(bigint), the sync triggers'' WHEN guard, returns boolean');
+SELECT function_lang_is('customer_unify', '_mirror_guard', ARRAY['bigint']::name[], 'c',
+                        '_mirror_guard(bigint) is written in C');
 
--- search_path (test/API.md "search_path"): every SQL and PL/pgSQL function pins
--- search_path = pg_catalog, pg_temp.  Documented exceptions: the row-level C
--- functions (no SET clause: a GUC save/restore per row; their statements are
--- schema-qualified) and the COMMITting procedures backfill and run
+-- search_path (test/API.md "search_path", src/sql/engine.sql): every SQL and
+-- PL/pgSQL function pins search_path = pg_catalog, pg_temp.  The exceptions,
+-- all C, are listed by pg_temp.unpinned_c(): the row-level trigger functions
+-- and the guards their WHEN clauses call (no SET clause: a GUC save/restore
+-- per row; their statements are schema-qualified), the engine's entry points,
+-- which pin search_path themselves for the statements they run, and helpers
+-- that run no SQL; plus the COMMITting procedures backfill and run
 -- (PostgreSQL forbids transaction control under a SET clause).
 SELECT is_empty($$
     SELECT p.oid::regprocedure::text
       FROM pg_proc p
      WHERE p.pronamespace = 'customer_unify'::regnamespace
        AND p.prokind <> 'a'
-       AND NOT (p.prokind = 'f' AND p.proname IN ('split_sync_source', 'split_sync_target', 'split_sync_flush',
-                                                  'compat_view_route', '_sync_guard_active'))
+       AND NOT (p.prokind = 'f' AND p.oid::regprocedure::text IN (SELECT pg_temp.unpinned_c()))
        AND NOT (p.prokind = 'p' AND p.proname IN ('backfill', 'run'))
        AND NOT EXISTS (SELECT 1 FROM unnest(coalesce(p.proconfig, '{}')) AS c(setting)
                         WHERE c.setting LIKE 'search\_path=%')
@@ -142,13 +354,12 @@ SELECT is_empty($$
        AND c.setting <> 'search_path=pg_catalog, pg_temp'
 $$, 'the pinned search_path is exactly pg_catalog, pg_temp');
 SELECT is_empty($$
-    SELECT p.oid::regprocedure::text || ' ' || l.lanname
-      FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
-     WHERE p.pronamespace = 'customer_unify'::regnamespace
-       AND p.proname IN ('split_sync_source', 'split_sync_target', 'split_sync_flush',
-                         'compat_view_route', '_sync_guard_active')
-       AND l.lanname <> 'c'
-$$, 'the functions exempt from pinning are all C functions');
+    SELECT u.f || ' ' || coalesce(l.lanname, 'missing')
+      FROM pg_temp.unpinned_c() u(f)
+      LEFT JOIN pg_proc p ON p.oid = to_regprocedure(u.f)
+      LEFT JOIN pg_language l ON l.oid = p.prolang
+     WHERE l.lanname IS DISTINCT FROM 'c'
+$$, 'the functions exempt from pinning all exist and are all C functions');
 SELECT is(ARRAY(SELECT p.proname::text FROM pg_proc p
                  WHERE p.pronamespace = 'customer_unify'::regnamespace AND p.prokind = 'p'
                    AND p.proconfig IS NULL ORDER BY 1),

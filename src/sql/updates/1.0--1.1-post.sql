@@ -119,10 +119,14 @@ BEGIN
         END LOOP;
         IF m.state = 'cut_over' AND v_view IS NOT NULL THEN
             EXECUTE format('DROP TRIGGER IF EXISTS customer_unify_route ON %s', customer_unify._b_name(v_view));
-            -- the live view: the source itself (same columns, in the same order)
+            -- the live view: the source itself (same columns, in the same order);
+            -- replaced in place, so views of the application on it stay, and
+            -- kept out of the extension (a script's CREATE would make it a member)
+            EXECUTE format('ALTER EXTENSION customer_unify ADD VIEW %s', customer_unify._b_name(v_view));
             EXECUTE (SELECT regexp_replace(x.statement, '^CREATE VIEW ', 'CREATE OR REPLACE VIEW ')
                        FROM customer_unify.step x
                       WHERE x.migration_id = m.id AND x.phase = 'cutover' AND x.statement LIKE 'CREATE VIEW %');
+            EXECUTE format('ALTER EXTENSION customer_unify DROP VIEW %s', customer_unify._b_name(v_view));
             FOR st IN SELECT * FROM customer_unify._b_route_trigger(m.id, customer_unify._b_name(v_view),
                                                                    customer_unify._map_id(m.id, 'route'))
             LOOP
