@@ -40,10 +40,15 @@ all: $(SQL_CURRENT)
 # every C file includes the shared header
 $(OBJS): src/customer_unify.h
 
-src/sql/customer_unify--$(CURRENT_VERSION).sql: src/sql/header-install.sql src/sql/catalog/operation.sql src/sql/catalog/base.sql src/sql/catalog/engine.sql $(SQL_PIECES) src/sql/registry.sql src/sql/guard-triggers.sql
+INSTALL_PIECES = src/sql/header-install.sql src/sql/catalog/operation.sql src/sql/catalog/base.sql \
+                 src/sql/catalog/engine.sql $(SQL_PIECES) src/sql/registry.sql src/sql/guard-triggers.sql
+UPDATE_PIECES  = src/sql/updates/1.0--1.1-pre.sql src/sql/catalog/operation.sql src/sql/catalog/engine.sql \
+                 $(SQL_PIECES) src/sql/registry.sql src/sql/updates/1.0--1.1-post.sql src/sql/guard-triggers.sql
+
+src/sql/customer_unify--$(CURRENT_VERSION).sql: $(INSTALL_PIECES)
 	cat $^ > $@
 
-src/sql/customer_unify--1.0--$(CURRENT_VERSION).sql: src/sql/updates/1.0--1.1-pre.sql src/sql/catalog/operation.sql src/sql/catalog/engine.sql $(SQL_PIECES) src/sql/registry.sql src/sql/updates/1.0--1.1-post.sql src/sql/guard-triggers.sql
+src/sql/customer_unify--1.0--$(CURRENT_VERSION).sql: $(UPDATE_PIECES)
 	cat $^ > $@
 
 .PHONY: sql test demo bench
@@ -54,3 +59,8 @@ demo:
 	bash test/demo
 bench:
 	bash test/bench/run
+
+# for test/static/run: each assembled script and its pieces, one line each
+print-assembly:
+	@echo src/sql/customer_unify--$(CURRENT_VERSION).sql $(INSTALL_PIECES)
+	@echo src/sql/customer_unify--1.0--$(CURRENT_VERSION).sql $(UPDATE_PIECES)
