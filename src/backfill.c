@@ -668,7 +668,7 @@ backfill_begin_run(CopyJob *job, int batch_size)
 					"updated_at = pg_catalog.clock_timestamp(), "
 					"rows_total = COALESCE(b.rows_total, (SELECT CASE WHEN c.reltuples OPERATOR(pg_catalog.<) 0 THEN NULL "
 					"  ELSE c.reltuples::pg_catalog.int8 END FROM pg_catalog.pg_class c "
-					"  WHERE c.oid OPERATOR(pg_catalog.=) (b.plan->>'source')::pg_catalog.oid)) "
+					"  WHERE c.oid OPERATOR(pg_catalog.=) customer_unify._relation(b.migration_id, b.plan->>'source_tag')::pg_catalog.oid)) "
 					"WHERE b.migration_id OPERATOR(pg_catalog.=) $1 AND b.stream OPERATOR(pg_catalog.=) $2",
 					3, types, values, NULL, SPI_OK_UPDATE);
 }
@@ -774,8 +774,41 @@ backfill_stream(CopyJob *job, BackfillArgs *args, MemoryContext jobcxt, int64 *b
 	if (job->legacy)
 		backfill_load_legacy(job, jobcxt, &pos, &haspos, &end, &hasend, &rows_done, &rows_total);
 	else
+	{
+		backfill_begin_run(job, args->batch_size);
 		backfill_load_stream(job, jobcxt, &pos, &haspos, &end, &hasend, &rows_done, &rows_total);
-	backfill_begin_run(job, args->batch_size);
+	}
+	if (!job->legacy && rows_total < 0)
+	{
+		/* never analyzed: count once, for progress */
+		Oid			types[3] = {INT8OID, TEXTOID, INT8OID};
+		Datum		values[3];
+		CuSavedUser save = {0};
+		int			rc;
+		bool		isnull;
+
+		cu_become(job->owner, true, &save);
+		PG_TRY();
+		{
+			rc = SPI_execute(psprintf("SELECT pg_catalog.count(*) FROM ONLY %s",
+									  cu_relation_qualified_name(job->source_relid)), true, 1);
+		}
+		PG_FINALLY();
+		{
+			cu_unbecome(&save);
+		}
+		PG_END_TRY();
+		if (rc == SPI_OK_SELECT && SPI_processed == 1)
+		{
+			rows_total = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			values[0] = Int64GetDatum(job->migration_id);
+			values[1] = CStringGetTextDatum(job->stream);
+			values[2] = Int64GetDatum(rows_total);
+			cu_catalog_exec("UPDATE customer_unify.backfill_state b SET rows_total = $3 "
+							"WHERE b.migration_id OPERATOR(pg_catalog.=) $1 AND b.stream OPERATOR(pg_catalog.=) $2",
+							3, types, values, NULL, SPI_OK_UPDATE);
+		}
+	}
 	if (!hasend)
 	{
 		/* the copy's end is the last key at the first call: later rows are the triggers' */

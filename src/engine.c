@@ -52,19 +52,21 @@ typedef struct PhaseRule
 	const char *from[6];
 	const char *to;				/* NULL: the state stays */
 	bool		internal;		/* run by the backfill engine only */
+	bool		once;			/* keeps the state: skipped when already logged */
 } PhaseRule;
 
 static const PhaseRule phase_rules[] = {
-	{"start", {"planned"}, "started", false},
-	{"backfill_end", {"started"}, NULL, true},
-	{"orphans", {"started"}, NULL, true},
-	{"validate", {"started"}, "backfilled", true},
-	{"cutover", {"backfilled", "verified"}, "cut_over", false},
-	{"finalize", {"cut_over"}, "finalized", false},
-	{"rollback", {"planned", "started", "backfilled", "verified", "cut_over"}, "rolled_back", false},
-	{"resync", {"started", "backfilled", "verified", "cut_over"}, NULL, false},
+	{"start", {"planned"}, "started", false, false},
+	{"backfill_end", {"started"}, NULL, true, true},
+	{"orphans", {"started"}, NULL, true, false},
+	{"validate", {"started"}, "backfilled", true, false},
+	{"cutover", {"backfilled", "verified"}, "cut_over", false, false},
+	{"finalize", {"cut_over"}, "finalized", false, false},
+	{"rollback", {"planned", "started", "backfilled", "verified", "cut_over"}, "rolled_back", false, false},
+	{"resync", {"started", "backfilled", "verified", "cut_over"}, NULL, false, false},
 	{NULL}
 };
+
 
 /* The options of the phase running now (gates read them). */
 static Jsonb *current_options = NULL;
@@ -117,8 +119,14 @@ migration_load(int64 id, bool lock, Migration *m)
 	if (lock)
 	{
 		CuSavedUser save = {0};
+		char	   *name = NULL;
 		MemoryContext oldcxt = CurrentMemoryContext;
 		ResourceOwner oldowner = CurrentResourceOwner;
+
+		rc = SPI_execute_with_args("SELECT m.name FROM customer_unify.migration m WHERE m.id OPERATOR(pg_catalog.=) $1",
+								   1, types, values, NULL, false, 1);
+		if (rc == SPI_OK_SELECT && SPI_processed == 1)
+			name = getstr(0, 1);
 
 		/* FOR UPDATE needs UPDATE rights on the catalog: the extension owner's */
 		cu_become(cu_extension_owner(), false, &save);
@@ -147,8 +155,8 @@ migration_load(int64 id, bool lock, Migration *m)
 			if (edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
 				ereport(ERROR,
 						(errcode(ERRCODE_OBJECT_IN_USE),
-						 errmsg("migration %lld is busy: another session is running one of its phases",
-								(long long) id),
+						 errmsg("migration \"%s\" is busy: another session is running one of its phases",
+								name ? name : "?"),
 						 errhint("Wait for it to finish; pg_stat_activity shows the session.")));
 			ReThrowError(edata);
 		}
@@ -242,6 +250,24 @@ migration_tables_owner(Migration *m)
 	if (rc == SPI_OK_SELECT && SPI_processed > 0)
 		return DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	return get_role_oid(m->owner, false);
+}
+
+/*
+ * Was a phase that keeps the state (the end of the backfill, committed
+ * before its validation) already run?  A backfill resumed after a crash
+ * between the two goes on with the validation.
+ */
+static bool
+phase_already_run(Migration *m, const PhaseRule *rule)
+{
+	Oid			types[2] = {INT8OID, TEXTOID};
+	Datum		values[2] = {Int64GetDatum(m->id), CStringGetTextDatum(rule->phase)};
+	int			rc = SPI_execute_with_args("SELECT 1 FROM customer_unify.step_log l "
+										   "WHERE l.migration_id OPERATOR(pg_catalog.=) $1 "
+										   "AND l.phase OPERATOR(pg_catalog.=) $2 AND l.outcome OPERATOR(pg_catalog.=) 'ok'",
+										   2, types, values, NULL, false, 1);
+
+	return rc == SPI_OK_SELECT && SPI_processed > 0;
 }
 
 static const PhaseRule *
@@ -692,6 +718,11 @@ cu_run_phase_internal(int64 migration_id, const char *phase, Jsonb *options)
 		cu_check_rights(m.id, strcmp(phase, "cutover") == 0 ? "cut over" :
 						strcmp(phase, "rollback") == 0 ? "roll back" : phase);
 	phase_check_state(rule, &m);
+	if (rule->once && phase_already_run(&m, rule))
+	{
+		AtEOXact_GUC(true, nest);
+		return;
+	}
 	if (strcmp(phase, "start") == 0)
 		phase_freeze(&m);
 	if (strcmp(phase, "rollback") == 0)
