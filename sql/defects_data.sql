@@ -294,5 +294,11 @@ CALL customer_unify.run('live', finalize => true);
 INSERT INTO live_compat.live (id, live, final) VALUES (2, 'l2', 'f2') RETURNING *;
 UPDATE live_compat.live SET live = 'l1!' WHERE id = 1 RETURNING *;
 SELECT * FROM live_compat.live ORDER BY id;
+-- a moved column named like anything the view's row function uses
+CREATE TABLE live.k (id int PRIMARY KEY, k int, t text, s text);
+INSERT INTO live.k VALUES (1, 10, 't1', 's1'), (2, 20, 't2', 's2');
+SELECT customer_unify.split('live_k', 'live.k', 'k_bits', ARRAY['k', 't', 's'], 'k_id') > 0 AS planned;
+CALL customer_unify.run('live_k', finalize => true);
+SELECT * FROM live_k_compat.k ORDER BY id;
 
 RESET search_path;

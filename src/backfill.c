@@ -388,7 +388,7 @@ backfill_check_state(CopyJob *job)
 {
 	Datum		values[1] = {Int64GetDatum(job->migration_id)};
 	char	   *state;
-	int			rc = SPI_execute_plan(job->state, values, NULL, true, 1);
+	int			rc = SPI_execute_plan(job->state, values, NULL, false, 1);
 
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "customer_unify: reading the migration's state failed");

@@ -46,6 +46,7 @@ BEGIN
           LEFT JOIN pg_class c ON c.oid = x.relid
           LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE x.migration_id = m.id AND x.live
+         ORDER BY array_position(ARRAY['source', 'target', 'view'], x.role), x.tag
     LOOP
         IF r.cur IS NULL THEN
             PERFORM customer_unify._guard_refuse(m, format('cannot drop %s', customer_unify._qual(r.nspname, r.relname)),

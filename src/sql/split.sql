@@ -586,9 +586,9 @@ BEGIN
     -- inlinable SQL function, so FOR UPDATE locks the source row only and
     -- the planner still joins (and filters on moved columns) with indexes
     v_steps := v_steps || customer_unify._b_step(
-        format('CREATE FUNCTION %s(k %s) RETURNS SETOF %s LANGUAGE sql STABLE AS %L', v_fn,
+        format('CREATE FUNCTION %s(%s) RETURNS SETOF %s LANGUAGE sql STABLE AS %L', v_fn,
                (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a WHERE a.attrelid = m.source AND a.attname = v_key),
-               v_tgt, format('SELECT * FROM ONLY %s t WHERE t.%I %s k', v_tgt, v_link, customer_unify._b_key_eq(m.source, v_key))),
+               v_tgt, format('SELECT * FROM ONLY %s t WHERE t.%I %s $1', v_tgt, v_link, customer_unify._b_key_eq(m.source, v_key))),
         NULL, NULL, v_fn);
     v_steps := v_steps || customer_unify._b_step(
         format('CREATE OR REPLACE VIEW %s WITH (security_invoker = true) AS SELECT %s FROM ONLY %s s LEFT JOIN LATERAL %s(s.%I) t ON true',
