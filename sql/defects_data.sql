@@ -84,6 +84,15 @@ SELECT customer_unify.start('d3');
 SELECT regress_util.try($$CREATE TABLE dd.d3_late_child () INHERITS (dd.d3)$$);
 SELECT regress_util.try($$CREATE TABLE dd.d3_other (id int NOT NULL, email text, nick text); ALTER TABLE dd.d3_other INHERIT dd.d3$$);
 SELECT customer_unify.rollback('d3');
+-- a child added between the plan and start: start validates the plan again
+CREATE TABLE d3_late (id int PRIMARY KEY, email text, nick text);
+SELECT customer_unify.split('d3_late', 'dd.d3_late', 'd3_late_bits', ARRAY['nick']) > 0 AS planned;
+CREATE TABLE d3_late_kid () INHERITS (d3_late);
+SELECT regress_util.try($$SELECT customer_unify.start('d3_late')$$) AS start_after_a_child;
+SELECT state, to_regclass('dd.d3_late_bits') AS target FROM customer_unify.migration WHERE name = 'd3_late';
+DROP TABLE d3_late_kid;
+SELECT customer_unify.start('d3_late');
+SELECT customer_unify.rollback('d3_late');
 
 -------------------------------------------------------------------------------
 -- 4. BEFORE triggers: a trigger that changes a moved column in an UPDATE that

@@ -210,3 +210,22 @@ UPDATE do13.user_secrets SET secret = 'b was here' WHERE user_id = 2;
 SELECT id, secret FROM do13_compat.members ORDER BY id;
 RESET ROLE;
 SELECT id, secret FROM do13_compat.members ORDER BY id;
+-- a policy that names its own table (the usual form inside a subquery)
+CREATE TABLE do13.readers (doc_id int, reader name);
+CREATE TABLE do13.docs (id int PRIMARY KEY, title text, body text);
+INSERT INTO do13.docs VALUES (1, 'public', 'b1'), (2, 'shared with a', 'b2');
+INSERT INTO do13.readers VALUES (2, 'do_tenant_a');
+GRANT SELECT ON do13.docs, do13.readers TO do_tenant_a, do_tenant_b;
+ALTER TABLE do13.docs ENABLE ROW LEVEL SECURITY;
+CREATE POLICY docs_shared ON do13.docs FOR SELECT
+    USING (docs.id = 1 OR EXISTS (SELECT 1 FROM do13.readers r WHERE r.doc_id = docs.id AND r.reader = current_user));
+SELECT customer_unify.split('do13d', 'do13.docs', 'doc_bodies', ARRAY['body'], 'doc_id') > 0 AS planned;
+SELECT customer_unify.start('do13d');
+CALL customer_unify.backfill('do13d');
+SET ROLE do_tenant_a;
+SELECT doc_id, body FROM do13.doc_bodies ORDER BY 1;
+RESET ROLE;
+SET ROLE do_tenant_b;
+SELECT doc_id, body FROM do13.doc_bodies ORDER BY 1;
+RESET ROLE;
+SELECT customer_unify.rollback('do13d');

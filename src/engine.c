@@ -339,6 +339,28 @@ operation_function(const char *kind, const char *role)
 
 /* --------------------------------------------------------- freezing */
 
+/*
+ * start: the tables may have changed since the plan (a child table, the
+ * target's name taken): run the validator again on the arguments of the plan,
+ * as the caller, before anything is created.
+ */
+static void
+phase_revalidate(Migration *m)
+{
+	Oid			types[2] = {TEXTOID, INT8OID};
+	Datum		values[2] = {CStringGetTextDatum(m->name), Int64GetDatum(m->id)};
+	char	   *fn = operation_function(m->kind, "validate");
+	int			rc;
+
+	rc = SPI_execute_with_args(psprintf("SELECT %s($1, (x.spec->'args') OPERATOR(pg_catalog.||) "
+										"pg_catalog.jsonb_build_object('source', x.source::pg_catalog.oid)) "
+										"FROM customer_unify.migration x "
+										"WHERE x.id OPERATOR(pg_catalog.=) $2 AND x.spec OPERATOR(pg_catalog.?) 'args'", fn),
+							   2, types, values, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "customer_unify: validating the plan again failed");
+}
+
 /* start: run the step generator and the copy plan once, keep their output. */
 static void
 phase_freeze(Migration *m)
@@ -724,7 +746,10 @@ cu_run_phase_internal(int64 migration_id, const char *phase, Jsonb *options)
 		return;
 	}
 	if (strcmp(phase, "start") == 0)
+	{
+		phase_revalidate(&m);
 		phase_freeze(&m);
+	}
 	if (strcmp(phase, "rollback") == 0)
 		steps = rollback_steps(&m, &keep_created);
 	else if (strcmp(phase, "resync") == 0)

@@ -56,7 +56,7 @@ typedef enum RouteOp
 	ROUTE_SOURCE_INSERT,
 	ROUTE_SOURCE_UPDATE,
 	ROUTE_SOURCE_DELETE,
-	ROUTE_SOURCE_EXISTS,
+	ROUTE_SOURCE_LOCK,
 	ROUTE_TARGET_INSERT,
 	ROUTE_TARGET_UPDATE,
 	ROUTE_TARGET_FILL
@@ -400,9 +400,10 @@ route_statement(Route *r, RouteOp op, Bitmapset *mask, Oid *types, int *nparams)
 			types[n++] = r->key.type;
 			appendStringInfo(&sql, "DELETE FROM ONLY %s WHERE %s %s $1", rel, r->key_name, r->key.eq);
 			break;
-		case ROUTE_SOURCE_EXISTS:
+		case ROUTE_SOURCE_LOCK:
 			types[n++] = r->key.type;
-			appendStringInfo(&sql, "SELECT 1 FROM ONLY %s WHERE %s %s $1", rel, r->key_name, r->key.eq);
+			appendStringInfo(&sql, "SELECT 1 FROM ONLY %s WHERE %s %s $1 FOR NO KEY UPDATE",
+							 rel, r->key_name, r->key.eq);
 			break;
 	}
 	if (route_op_returns(r, op))
@@ -667,6 +668,17 @@ route_row(FunctionCallInfo fcinfo, bool legacy)
 				if (!gone)
 					key = route_stored_value(r, &src, r->key_col, &knull);
 			}
+			/*
+			 * Only moved columns changed: take the source row's lock first, as
+			 * an UPDATE of the old table would have, so that the write waits
+			 * for a SELECT ... FOR UPDATE through the view (which locks the
+			 * source row) and the other way round.  As the tables' owner: the
+			 * caller's rights are on the view's columns, which now live in the
+			 * target.
+			 */
+			if (!gone && !bms_is_empty(tmask) && bms_is_empty(smask))
+				gone = route_exec(r, ROUTE_SOURCE_LOCK, NULL, key, knull, NULL, NULL,
+								  true, NULL, 0, NULL) == 0;
 			if (!gone && !bms_is_empty(tmask))
 			{
 				if (route_exec(r, ROUTE_TARGET_UPDATE, tmask, key, knull, newv, newn,
@@ -674,15 +686,11 @@ route_row(FunctionCallInfo fcinfo, bool legacy)
 				{
 					/*
 					 * No target row: the source row was created without one
-					 * after finalize (or one the caller may not see).  If
-					 * the caller sees the source row, create its companion.
+					 * after finalize (or the caller may not see it): create
+					 * the companion row; a hidden one stays as it is.
 					 */
-					if (src.tuple == NULL)
-						gone = route_exec(r, ROUTE_SOURCE_EXISTS, NULL, key, knull, NULL, NULL,
-										  false, NULL, 0, NULL) == 0;
-					if (!gone)
-						gone = route_exec(r, ROUTE_TARGET_FILL, r->target_cols, key, knull, newv, newn,
-										  true, &tgt, 1, capture) == 0;
+					gone = route_exec(r, ROUTE_TARGET_FILL, r->target_cols, key, knull, newv, newn,
+									  true, &tgt, 1, capture) == 0;
 				}
 			}
 		}

@@ -166,10 +166,17 @@ AS $$
 DECLARE
     v_rel record;
     p record;
-    v_row text := format('EXISTS (SELECT 1 FROM ONLY %s cu_source_row WHERE cu_source_row.%I %s %I.%I',
-                         customer_unify._b_name(p_source), p_source_key,
-                         customer_unify._b_key_eq(p_source, p_source_key), p_target_relname, p_link);
+    v_srcname name := (SELECT c.relname FROM pg_class c WHERE c.oid = p_source);
+    v_row text;
 BEGIN
+    -- the source row is aliased by the source's own name, so that a policy
+    -- naming its table (docs.id) means that row; the target row is named by
+    -- its table, or, where the names are the same, by the bare link column
+    v_row := format('EXISTS (SELECT 1 FROM ONLY %s %I WHERE %I.%I %s %s',
+                    customer_unify._b_name(p_source), v_srcname, v_srcname, p_source_key,
+                    customer_unify._b_key_eq(p_source, p_source_key),
+                    CASE WHEN p_target_relname <> v_srcname THEN format('%I.%I', p_target_relname, p_link)
+                         ELSE quote_ident(p_link) END);
     SELECT c.relrowsecurity, c.relforcerowsecurity INTO v_rel FROM pg_class c WHERE c.oid = p_source;
     IF v_rel.relrowsecurity THEN
         RETURN NEXT customer_unify._b_step(format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', p_target),

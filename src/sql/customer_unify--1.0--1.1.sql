@@ -607,10 +607,17 @@ AS $$
 DECLARE
     v_rel record;
     p record;
-    v_row text := format('EXISTS (SELECT 1 FROM ONLY %s cu_source_row WHERE cu_source_row.%I %s %I.%I',
-                         customer_unify._b_name(p_source), p_source_key,
-                         customer_unify._b_key_eq(p_source, p_source_key), p_target_relname, p_link);
+    v_srcname name := (SELECT c.relname FROM pg_class c WHERE c.oid = p_source);
+    v_row text;
 BEGIN
+    -- the source row is aliased by the source's own name, so that a policy
+    -- naming its table (docs.id) means that row; the target row is named by
+    -- its table, or, where the names are the same, by the bare link column
+    v_row := format('EXISTS (SELECT 1 FROM ONLY %s %I WHERE %I.%I %s %s',
+                    customer_unify._b_name(p_source), v_srcname, v_srcname, p_source_key,
+                    customer_unify._b_key_eq(p_source, p_source_key),
+                    CASE WHEN p_target_relname <> v_srcname THEN format('%I.%I', p_target_relname, p_link)
+                         ELSE quote_ident(p_link) END);
     SELECT c.relrowsecurity, c.relforcerowsecurity INTO v_rel FROM pg_class c WHERE c.oid = p_source;
     IF v_rel.relrowsecurity THEN
         RETURN NEXT customer_unify._b_step(format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', p_target),
@@ -1322,9 +1329,6 @@ BEGIN
     IF v_target = '' THEN
         RAISE EXCEPTION 'target must not be empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF v_target = 'cu_source_row' THEN
-        RAISE EXCEPTION 'target name "cu_source_row" is reserved' USING ERRCODE = 'reserved_name';
-    END IF;
     v_tschema := coalesce(p_args->>'target_schema', v_rel.nspname);
     IF NOT EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = v_tschema) THEN
         RAISE EXCEPTION 'schema "%" does not exist', v_tschema USING ERRCODE = 'invalid_schema_name';
@@ -1361,6 +1365,15 @@ BEGIN
             USING ERRCODE = 'duplicate_table',
                   HINT = 'Choose another target name; split creates the target table itself.';
     END IF;
+    -- the copies of its row-level security policies name the target row by
+    -- its table, or, when it has the source's name, by the bare link column
+    IF v_target = v_rel.relname AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = v_source)
+       AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = v_source AND a.attname = v_link AND NOT a.attisdropped) THEN
+        RAISE EXCEPTION 'cannot copy the row-level security policies of % to a table of the same name whose link column "%" is also a column of the source',
+                        v_source::text, v_link
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Choose another target name or link_column.';
+    END IF;
     IF EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = v_compat) THEN
         RAISE EXCEPTION 'schema "%" already exists', v_compat
             USING ERRCODE = 'duplicate_schema',
@@ -1380,7 +1393,8 @@ BEGIN
             'link_column',   v_link,
             'target_key',    v_tkey,
             'columns',       to_jsonb(v_columns),
-            'compat_schema', v_compat),
+            'compat_schema', v_compat,
+            'args',          p_args - 'source'),
         'relations', jsonb_build_array(jsonb_build_object('tag', 'source', 'role', 'source', 'relid', v_source::oid)),
         'maps', jsonb_build_array(
             jsonb_build_object('name', 'forward', 'from_tag', 'source', 'to_tag', 'target',
@@ -1655,8 +1669,9 @@ BEGIN
 
     ---------------------------------------------------------------- cutover
     -- Until finalize the source is complete and in sync: the view is the
-    -- source itself (FOR UPDATE works, no join); writes go to the source and
-    -- the sync trigger carries them.
+    -- source itself, a simple view PostgreSQL updates natively (its writes are
+    -- writes of the source, with its defaults, triggers, privileges, row-level
+    -- security, RETURNING and FOR UPDATE); the sync trigger carries them.
     FOR v_c IN SELECT * FROM customer_unify._b_columns(m.source, NULL) LOOP
         v_viewcols := v_viewcols || quote_ident(v_c.attname);
         v_finalcols := v_finalcols || (CASE WHEN v_c.attname = ANY (v_moved) THEN 't.' ELSE 's.' END || quote_ident(v_c.attname));
@@ -1676,11 +1691,9 @@ BEGIN
         format('DROP VIEW IF EXISTS %s', v_view), 'ACCESS SHARE', v_src,
         jsonb_build_object('relation', jsonb_build_object('tag', 'view', 'role', 'view',
                            'nspname', v_cschema, 'relname', (SELECT c.relname FROM pg_class c WHERE c.oid = m.source))));
-    v_steps := v_steps || ARRAY(SELECT customer_unify._b_view_defaults(m.source, v_view));
     v_steps := v_steps || ARRAY(SELECT customer_unify._b_privileges(m.source, v_view,
                                          (SELECT jsonb_agg(jsonb_build_array(c.attname, c.attname) ORDER BY c.attnum)
                                             FROM customer_unify._b_columns(m.source, NULL) c)));
-    v_steps := v_steps || ARRAY(SELECT customer_unify._b_route_trigger(m.id, v_view, v_route));
     phase := 'cutover'; seq := 0; rows_estimate := 0;
     FOREACH st IN ARRAY v_steps LOOP
         seq := seq + 1;
@@ -1725,6 +1738,11 @@ BEGIN
     v_steps := v_steps || customer_unify._b_step(
         format('ALTER TABLE %s %s', v_src, (SELECT string_agg(format('DROP COLUMN %I', c), ', ') FROM unnest(v_moved) c)),
         NULL, 'ACCESS EXCLUSIVE', v_src);
+    -- a join is not updatable by itself: the C router writes through it, the
+    -- view's defaults fill what an INSERT leaves out, and capture triggers
+    -- hand the router the rows it stored
+    v_steps := v_steps || ARRAY(SELECT customer_unify._b_view_defaults(m.source, v_view));
+    v_steps := v_steps || ARRAY(SELECT customer_unify._b_route_trigger(m.id, v_view, v_route));
     v_steps := v_steps || ARRAY(SELECT customer_unify._b_capture_triggers(m.id, ARRAY[v_src, v_tgt]));
     phase := 'finalize'; seq := 0;
     FOREACH st IN ARRAY v_steps LOOP
@@ -2159,7 +2177,8 @@ VALUES ('split',
 --    customer_unify_route, arguments carrying names) are replaced by 1.1's
 --    (one map argument, ENABLE ALWAYS, TRUNCATE followed), logged with their
 --    inverses in phase 'upgrade' so that rollback removes them;
---  * a cut-over migration's view becomes 1.1's live view (the source itself);
+--  * a cut-over migration's view becomes 1.1's live view (the source itself,
+--    updatable by PostgreSQL without a router until finalize);
 --  * the source's row-level security is carried to the target.
 -- A migration finalized on 1.0 keeps its view and 1.0 router, which this
 -- library still serves.
@@ -2278,14 +2297,11 @@ BEGIN
                        FROM customer_unify.step x
                       WHERE x.migration_id = m.id AND x.phase = 'cutover' AND x.statement LIKE 'CREATE VIEW %');
             EXECUTE format('ALTER EXTENSION customer_unify DROP VIEW %s', customer_unify._b_name(v_view));
-            FOR st IN SELECT * FROM customer_unify._b_route_trigger(m.id, customer_unify._b_name(v_view),
-                                                                   customer_unify._map_id(m.id, 'route'))
+            -- a view of the source alone is updatable by itself: no router until finalize
+            FOR b IN SELECT a.attname FROM pg_attribute a JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+                      WHERE a.attrelid = v_view ORDER BY a.attnum
             LOOP
-                EXECUTE st.statement;
-                v_seq := v_seq + 1;
-                INSERT INTO customer_unify.step_log (migration_id, phase, seq, statement, inverse, lock_mode,
-                                                     lock_relation, rows, duration_ms, outcome)
-                VALUES (m.id, 'upgrade', v_seq, st.statement, st.inverse, st.lock_mode, st.lock_relation, 0, 0, 'ok');
+                EXECUTE format('ALTER VIEW %s ALTER COLUMN %I DROP DEFAULT', customer_unify._b_name(v_view), b.attname);
             END LOOP;
         END IF;
     END LOOP;

@@ -195,9 +195,6 @@ BEGIN
     IF v_target = '' THEN
         RAISE EXCEPTION 'target must not be empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF v_target = 'cu_source_row' THEN
-        RAISE EXCEPTION 'target name "cu_source_row" is reserved' USING ERRCODE = 'reserved_name';
-    END IF;
     v_tschema := coalesce(p_args->>'target_schema', v_rel.nspname);
     IF NOT EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = v_tschema) THEN
         RAISE EXCEPTION 'schema "%" does not exist', v_tschema USING ERRCODE = 'invalid_schema_name';
@@ -234,6 +231,15 @@ BEGIN
             USING ERRCODE = 'duplicate_table',
                   HINT = 'Choose another target name; split creates the target table itself.';
     END IF;
+    -- the copies of its row-level security policies name the target row by
+    -- its table, or, when it has the source's name, by the bare link column
+    IF v_target = v_rel.relname AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = v_source)
+       AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = v_source AND a.attname = v_link AND NOT a.attisdropped) THEN
+        RAISE EXCEPTION 'cannot copy the row-level security policies of % to a table of the same name whose link column "%" is also a column of the source',
+                        v_source::text, v_link
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Choose another target name or link_column.';
+    END IF;
     IF EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = v_compat) THEN
         RAISE EXCEPTION 'schema "%" already exists', v_compat
             USING ERRCODE = 'duplicate_schema',
@@ -253,7 +259,8 @@ BEGIN
             'link_column',   v_link,
             'target_key',    v_tkey,
             'columns',       to_jsonb(v_columns),
-            'compat_schema', v_compat),
+            'compat_schema', v_compat,
+            'args',          p_args - 'source'),
         'relations', jsonb_build_array(jsonb_build_object('tag', 'source', 'role', 'source', 'relid', v_source::oid)),
         'maps', jsonb_build_array(
             jsonb_build_object('name', 'forward', 'from_tag', 'source', 'to_tag', 'target',
@@ -528,8 +535,9 @@ BEGIN
 
     ---------------------------------------------------------------- cutover
     -- Until finalize the source is complete and in sync: the view is the
-    -- source itself (FOR UPDATE works, no join); writes go to the source and
-    -- the sync trigger carries them.
+    -- source itself, a simple view PostgreSQL updates natively (its writes are
+    -- writes of the source, with its defaults, triggers, privileges, row-level
+    -- security, RETURNING and FOR UPDATE); the sync trigger carries them.
     FOR v_c IN SELECT * FROM customer_unify._b_columns(m.source, NULL) LOOP
         v_viewcols := v_viewcols || quote_ident(v_c.attname);
         v_finalcols := v_finalcols || (CASE WHEN v_c.attname = ANY (v_moved) THEN 't.' ELSE 's.' END || quote_ident(v_c.attname));
@@ -549,11 +557,9 @@ BEGIN
         format('DROP VIEW IF EXISTS %s', v_view), 'ACCESS SHARE', v_src,
         jsonb_build_object('relation', jsonb_build_object('tag', 'view', 'role', 'view',
                            'nspname', v_cschema, 'relname', (SELECT c.relname FROM pg_class c WHERE c.oid = m.source))));
-    v_steps := v_steps || ARRAY(SELECT customer_unify._b_view_defaults(m.source, v_view));
     v_steps := v_steps || ARRAY(SELECT customer_unify._b_privileges(m.source, v_view,
                                          (SELECT jsonb_agg(jsonb_build_array(c.attname, c.attname) ORDER BY c.attnum)
                                             FROM customer_unify._b_columns(m.source, NULL) c)));
-    v_steps := v_steps || ARRAY(SELECT customer_unify._b_route_trigger(m.id, v_view, v_route));
     phase := 'cutover'; seq := 0; rows_estimate := 0;
     FOREACH st IN ARRAY v_steps LOOP
         seq := seq + 1;
@@ -598,6 +604,11 @@ BEGIN
     v_steps := v_steps || customer_unify._b_step(
         format('ALTER TABLE %s %s', v_src, (SELECT string_agg(format('DROP COLUMN %I', c), ', ') FROM unnest(v_moved) c)),
         NULL, 'ACCESS EXCLUSIVE', v_src);
+    -- a join is not updatable by itself: the C router writes through it, the
+    -- view's defaults fill what an INSERT leaves out, and capture triggers
+    -- hand the router the rows it stored
+    v_steps := v_steps || ARRAY(SELECT customer_unify._b_view_defaults(m.source, v_view));
+    v_steps := v_steps || ARRAY(SELECT customer_unify._b_route_trigger(m.id, v_view, v_route));
     v_steps := v_steps || ARRAY(SELECT customer_unify._b_capture_triggers(m.id, ARRAY[v_src, v_tgt]));
     phase := 'finalize'; seq := 0;
     FOREACH st IN ARRAY v_steps LOOP

@@ -8,7 +8,8 @@
 --    customer_unify_route, arguments carrying names) are replaced by 1.1's
 --    (one map argument, ENABLE ALWAYS, TRUNCATE followed), logged with their
 --    inverses in phase 'upgrade' so that rollback removes them;
---  * a cut-over migration's view becomes 1.1's live view (the source itself);
+--  * a cut-over migration's view becomes 1.1's live view (the source itself,
+--    updatable by PostgreSQL without a router until finalize);
 --  * the source's row-level security is carried to the target.
 -- A migration finalized on 1.0 keeps its view and 1.0 router, which this
 -- library still serves.
@@ -127,14 +128,11 @@ BEGIN
                        FROM customer_unify.step x
                       WHERE x.migration_id = m.id AND x.phase = 'cutover' AND x.statement LIKE 'CREATE VIEW %');
             EXECUTE format('ALTER EXTENSION customer_unify DROP VIEW %s', customer_unify._b_name(v_view));
-            FOR st IN SELECT * FROM customer_unify._b_route_trigger(m.id, customer_unify._b_name(v_view),
-                                                                   customer_unify._map_id(m.id, 'route'))
+            -- a view of the source alone is updatable by itself: no router until finalize
+            FOR b IN SELECT a.attname FROM pg_attribute a JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+                      WHERE a.attrelid = v_view ORDER BY a.attnum
             LOOP
-                EXECUTE st.statement;
-                v_seq := v_seq + 1;
-                INSERT INTO customer_unify.step_log (migration_id, phase, seq, statement, inverse, lock_mode,
-                                                     lock_relation, rows, duration_ms, outcome)
-                VALUES (m.id, 'upgrade', v_seq, st.statement, st.inverse, st.lock_mode, st.lock_relation, 0, 0, 'ok');
+                EXECUTE format('ALTER VIEW %s ALTER COLUMN %I DROP DEFAULT', customer_unify._b_name(v_view), b.attname);
             END LOOP;
         END IF;
     END LOOP;
