@@ -274,7 +274,6 @@ CREATE TABLE public.late_par (id integer PRIMARY KEY, note text);
 SELECT lives_ok($$SELECT customer_unify.split('late_split', 'public.late_par'::regclass, 'late_notes', ARRAY['note'])$$,
                 'split of a table without inheritance children');
 CREATE TABLE public.late_kid () INHERITS (public.late_par);
-SELECT * FROM todo('start() does not check inheritance again (reported extension defect)', 1);
 SELECT is(pg_temp.sqlstate_undone($$SELECT customer_unify.start('late_split')$$), '0A000',
           'start() after an inheritance child appeared raises 0A000');
 

@@ -2,8 +2,13 @@
 -- Contract: test/API.md "What start / cutover / finalize / rollback leave behind" - start.
 -- The source is empty at start(); rows are inserted afterwards and reach the
 -- target through the sync trigger (CALL backfill cannot run in this transaction).
+-- 1.1: the triggers are named after the migration (customer_unify_<id>_*),
+-- carry one argument (a customer_unify.sync_map id) and are ENABLE ALWAYS;
+-- start() registers the target and freezes every phase's statements; the
+-- catalog is written by the engine only; the DDL guard refuses (55006) what
+-- would break the live migration.
 BEGIN;
-SELECT plan(71);
+SELECT plan(102);
 
 CREATE FUNCTION pg_temp.err(sql text) RETURNS text LANGUAGE plpgsql AS $f$
 BEGIN
@@ -50,6 +55,17 @@ CREATE FUNCTION pg_temp.has_unique(rel regclass, cols name[]) RETURNS boolean LA
                        JOIN pg_attribute a ON a.attrelid = rel AND a.attnum = k.n ORDER BY k.o) = cols)
 $f$;
 
+-- the id of a migration, and the name of one of its triggers
+CREATE FUNCTION pg_temp.mid(mname text) RETURNS bigint LANGUAGE sql AS $f$
+    SELECT id FROM customer_unify.migration WHERE name = mname
+$f$;
+CREATE FUNCTION pg_temp.tg(mname text, suffix text) RETURNS name LANGUAGE sql AS $f$
+    SELECT ('customer_unify_' || pg_temp.mid(mname) || '_' || suffix)::name
+$f$;
+CREATE FUNCTION pg_temp.map_id(mname text, map text) RETURNS bigint LANGUAGE sql AS $f$
+    SELECT id FROM customer_unify.sync_map WHERE migration_id = pg_temp.mid(mname) AND name = map
+$f$;
+
 CREATE ROLE cu_pgtap_reader NOLOGIN;
 CREATE ROLE cu_pgtap_writer NOLOGIN;
 CREATE ROLE cu_pgtap_colpriv NOLOGIN;
@@ -76,7 +92,7 @@ COMMENT ON COLUMN public.users.first_name IS 'Given name';
 COMMENT ON COLUMN public.users.phone IS 'E.164 phone number';
 GRANT SELECT ON public.users TO cu_pgtap_reader;
 GRANT SELECT, INSERT, UPDATE, DELETE ON public.users TO cu_pgtap_writer;
-GRANT SELECT (first_name, phone), UPDATE (phone) ON public.users TO cu_pgtap_colpriv;
+GRANT SELECT (id, first_name, phone), UPDATE (phone) ON public.users TO cu_pgtap_colpriv;
 CREATE VIEW public.phone_book AS SELECT id, phone FROM public.users;
 
 SELECT lives_ok($$SELECT customer_unify.split(
@@ -95,6 +111,33 @@ SELECT ok(EXISTS (SELECT 1 FROM customer_unify.step_log s
                     JOIN customer_unify.migration m ON m.id = s.migration_id
                    WHERE m.name = 'users_split' AND s.phase = 'start'),
           'step_log records the start statements');
+SELECT is((SELECT string_agg(format('%s|%s|%s|created=%s|live=%s', tag, role, relid::text, created::text, live::text), ';' ORDER BY tag)
+             FROM customer_unify.migration_relation WHERE migration_id = pg_temp.mid('users_split')),
+          'source|source|users|created=false|live=true;target|target|profiles|created=true|live=true',
+          'start registers the target it created next to the source in migration_relation');
+SELECT is(ARRAY(SELECT DISTINCT phase FROM customer_unify.step WHERE migration_id = pg_temp.mid('users_split') ORDER BY 1),
+          ARRAY['backfill', 'backfill_end', 'cutover', 'finalize', 'orphans', 'start', 'validate'],
+          'start freezes the statements of every phase in customer_unify.step');
+SELECT is(ARRAY(SELECT statement FROM customer_unify.step_log
+                 WHERE migration_id = pg_temp.mid('users_split') AND phase = 'start' ORDER BY seq),
+          ARRAY(SELECT statement FROM customer_unify.step
+                 WHERE migration_id = pg_temp.mid('users_split') AND phase = 'start' ORDER BY seq),
+          'start ran exactly the frozen statements of its phase, in order');
+SELECT is((SELECT string_agg(format('%s:%s', seq, outcome), ',' ORDER BY seq) FROM customer_unify.step_log
+            WHERE migration_id = pg_temp.mid('users_split') AND phase = 'start'
+              AND (seq = 1 OR creates_tag IS NOT NULL)),
+          '1:ok,2:ok', 'the first start step (the source''s lock) and the CREATE TABLE that made the target are logged ok');
+SELECT is((SELECT creates_tag FROM customer_unify.step_log
+            WHERE migration_id = pg_temp.mid('users_split') AND phase = 'start' AND statement LIKE 'CREATE TABLE %'),
+          'target', 'step_log.creates_tag names the relation the CREATE TABLE step made');
+SELECT is(ARRAY(SELECT statement FROM customer_unify.preview('users_split') WHERE phase = 'start' ORDER BY step),
+          ARRAY(SELECT statement FROM customer_unify.step
+                 WHERE migration_id = pg_temp.mid('users_split') AND phase = 'start' ORDER BY seq),
+          'after start, preview() shows the frozen plan');
+SELECT is((SELECT format('%s|%s|%s|%s|%s', stream, key_type, plan->>'key', rows_done, (position IS NULL)::text)
+             FROM customer_unify.backfill_state WHERE migration_id = pg_temp.mid('users_split')),
+          'main|integer|id|0|true',
+          'start creates the checkpoint of the copy stream main: integer keys by id, nothing copied yet');
 
 -- ---------------------------------------------------------------- target table
 SELECT has_table('public', 'profiles', 'target table public.profiles exists');
@@ -157,24 +200,52 @@ SELECT column_privs_are('public', 'profiles', 'phone', 'cu_pgtap_colpriv', ARRAY
                         'column privileges on phone are copied');
 SELECT column_privs_are('public', 'profiles', 'last_name', 'cu_pgtap_colpriv', '{}'::name[],
                         'no column privileges invented on last_name');
+SELECT column_privs_are('public', 'profiles', 'user_id', 'cu_pgtap_colpriv', ARRAY['SELECT'],
+                        'the key column''s privileges are copied to the link column');
 
--- sync triggers
-SELECT has_trigger('public', 'users', 'customer_unify_sync', 'sync trigger on the source');
-SELECT trigger_is('public', 'users', 'customer_unify_sync', 'customer_unify', 'split_sync_source',
-                  'source trigger calls customer_unify.split_sync_source()');
-SELECT has_trigger('public', 'profiles', 'customer_unify_sync', 'sync trigger on the target');
-SELECT trigger_is('public', 'profiles', 'customer_unify_sync', 'customer_unify', 'split_sync_target',
-                  'target trigger calls customer_unify.split_sync_target()');
-SELECT trigger_is('public', 'users', 'customer_unify_sync_flush', 'customer_unify', 'split_sync_flush',
-                  'flush trigger on the source calls customer_unify.split_sync_flush()');
+-- sync triggers: customer_unify_<migration id>_<what>, one argument each (a sync_map id)
+SELECT has_trigger('public', 'users', pg_temp.tg('users_split', 'sync'), 'sync trigger on the source');
+SELECT trigger_is('public', 'users', pg_temp.tg('users_split', 'sync'), 'customer_unify', 'mirror_row',
+                  'source trigger calls customer_unify.mirror_row()');
+SELECT has_trigger('public', 'profiles', pg_temp.tg('users_split', 'sync'), 'sync trigger on the target');
+SELECT trigger_is('public', 'profiles', pg_temp.tg('users_split', 'sync'), 'customer_unify', 'mirror_row',
+                  'target trigger calls customer_unify.mirror_row()');
+SELECT trigger_is('public', 'users', pg_temp.tg('users_split', 'flush'), 'customer_unify', 'mirror_flush',
+                  'flush trigger on the source calls customer_unify.mirror_flush()');
 SELECT is((SELECT (tgtype & 1 = 0)::text FROM pg_trigger
-            WHERE tgrelid = 'public.users'::regclass AND tgname = 'customer_unify_sync_flush'),
-          'true', 'customer_unify_sync_flush is a statement-level trigger');
-SELECT hasnt_trigger('public', 'profiles', 'customer_unify_sync_flush', 'no flush trigger on the target');
+            WHERE tgrelid = 'public.users'::regclass AND tgname = pg_temp.tg('users_split', 'flush')),
+          'true', 'the flush trigger is a statement-level trigger');
+SELECT hasnt_trigger('public', 'profiles', pg_temp.tg('users_split', 'flush'), 'no flush trigger on the target');
 SELECT is((SELECT count(*) FROM pg_trigger
-            WHERE tgname = 'customer_unify_sync' AND tgenabled <> 'D'
+            WHERE tgname = pg_temp.tg('users_split', 'sync') AND tgenabled = 'A'
               AND tgrelid IN ('public.users'::regclass, 'public.profiles'::regclass)),
-          2::bigint, 'both sync triggers are enabled');
+          2::bigint, 'both sync triggers are enabled, ALWAYS');
+SELECT set_eq(
+    $$SELECT pg_get_triggerdef(oid) FROM pg_trigger
+       WHERE tgrelid IN ('public.users'::regclass, 'public.profiles'::regclass) AND NOT tgisinternal
+         AND tgname LIKE 'customer\_unify%'$$,
+    format($$VALUES
+        ('CREATE TRIGGER customer_unify_%1$s_sync AFTER INSERT OR DELETE OR UPDATE ON public.users FOR EACH ROW WHEN ((NOT customer_unify._mirror_guard((%1$s)::bigint))) EXECUTE FUNCTION customer_unify.mirror_row(''%2$s'')'),
+        ('CREATE TRIGGER customer_unify_%1$s_flush AFTER INSERT OR DELETE OR UPDATE ON public.users FOR EACH STATEMENT EXECUTE FUNCTION customer_unify.mirror_flush(''%2$s'')'),
+        ('CREATE TRIGGER customer_unify_%1$s_truncate_begin BEFORE TRUNCATE ON public.users FOR EACH STATEMENT EXECUTE FUNCTION customer_unify.mirror_truncate(''%2$s'')'),
+        ('CREATE TRIGGER customer_unify_%1$s_truncate AFTER TRUNCATE ON public.users FOR EACH STATEMENT EXECUTE FUNCTION customer_unify.mirror_truncate(''%2$s'')'),
+        ('CREATE TRIGGER customer_unify_%1$s_sync AFTER INSERT OR DELETE OR UPDATE ON public.profiles FOR EACH ROW WHEN ((NOT customer_unify._mirror_guard((%1$s)::bigint))) EXECUTE FUNCTION customer_unify.mirror_row(''%3$s'')'),
+        ('CREATE TRIGGER customer_unify_%1$s_truncate BEFORE TRUNCATE ON public.profiles FOR EACH STATEMENT EXECUTE FUNCTION customer_unify.mirror_truncate(''%3$s'')')$$,
+        pg_temp.mid('users_split'), pg_temp.map_id('users_split', 'forward'), pg_temp.map_id('users_split', 'backward')),
+    'exactly the six sync triggers: row, flush and TRUNCATE triggers on the source, row and TRUNCATE triggers on the target, no column lists');
+SELECT is_empty($$SELECT tgrelid::regclass::text || ' ' || tgname || ' ' || tgenabled::text FROM pg_trigger
+                   WHERE tgrelid IN ('public.users'::regclass, 'public.profiles'::regclass) AND NOT tgisinternal
+                     AND tgname LIKE 'customer\_unify%' AND tgenabled <> 'A'$$,
+                'every trigger of the migration is ENABLE ALWAYS (fires under session_replication_role = replica too)');
+SELECT is_empty($$SELECT t.tgrelid::regclass::text || ' ' || t.tgname FROM pg_trigger t
+                   WHERE t.tgrelid IN ('public.users'::regclass, 'public.profiles'::regclass) AND NOT t.tgisinternal
+                     AND t.tgname LIKE 'customer\_unify%'
+                     AND NOT (t.tgnargs = 1 AND EXISTS (
+                         SELECT 1 FROM customer_unify.sync_map m
+                           JOIN customer_unify.migration_relation r ON r.migration_id = m.migration_id AND r.tag = m.from_tag
+                          WHERE m.id::text = convert_from(substring(t.tgargs from 1 for position('\x00'::bytea in t.tgargs) - 1), 'UTF8')
+                            AND m.migration_id = pg_temp.mid('users_split') AND r.relid = t.tgrelid))$$,
+                'each trigger''s one argument is the id of its migration''s sync map that starts at the trigger''s table');
 
 -- source untouched
 SELECT is(ARRAY(SELECT attname::text FROM pg_attribute
@@ -205,6 +276,13 @@ SELECT is((SELECT count(*) FROM public.profiles WHERE user_id = 2), 0::bigint,
 UPDATE public.users SET email = 'cy@example.org' WHERE id = 3;
 SELECT is((SELECT format('%s|%s|%s', first_name, last_name, phone) FROM public.profiles WHERE user_id = 3),
           'Cy|Young|+15550003', 'an UPDATE of unmoved columns leaves the target row intact');
+SET LOCAL session_replication_role = replica;
+UPDATE public.users SET phone = '+15550004' WHERE id = 3;
+UPDATE public.profiles SET last_name = 'Yung' WHERE user_id = 3;
+SET LOCAL session_replication_role = origin;
+SELECT is((SELECT format('%s|%s', p.phone, u.last_name) FROM public.profiles p JOIN public.users u ON u.id = p.user_id
+            WHERE p.user_id = 3),
+          '+15550004|Yung', 'writes under session_replication_role = replica are mirrored both ways');
 SELECT ok((SELECT count(*) FROM customer_unify.verify('users_split')) > 0,
           'verify() runs in state started and returns checks');
 SELECT is((SELECT state FROM customer_unify.migration WHERE name = 'users_split'), 'started',
@@ -234,11 +312,56 @@ SELECT is(pg_temp.sqlstate_undone($$SELECT customer_unify.rollback('users_split'
           'rollback() by a role that does not own the table raises 42501');
 SELECT is(pg_temp.sqlstate_undone($$SELECT customer_unify.cutover('users_split', skip_verify => true)$$), '42501',
           'cutover() by a role that does not own the table raises 42501');
-SELECT matches(pg_temp.err($$UPDATE customer_unify.migration SET state = 'backfilled' WHERE name = 'users_split'$$),
-               '^(no error|42501: .*)$', 'a direct catalog UPDATE by that role runs or is refused ...');
+SELECT is(pg_temp.sqlstate_undone($$UPDATE customer_unify.migration SET state = 'backfilled' WHERE name = 'users_split'$$),
+          '42501', 'a direct catalog UPDATE by that role is refused (42501) ...');
+SELECT is(pg_temp.sqlstate_undone($$INSERT INTO customer_unify.step_log (migration_id, phase, seq, statement, outcome)
+                                    SELECT id, 'start', 99, 'SELECT 1', 'ok' FROM customer_unify.migration$$),
+          '42501', 'a direct catalog INSERT by that role is refused (42501)');
+SELECT is(pg_temp.sqlstate_undone($$DELETE FROM customer_unify.sync_map$$),
+          '42501', 'a direct catalog DELETE by that role is refused (42501)');
 RESET ROLE;
 SELECT is((SELECT state FROM customer_unify.migration WHERE name = 'users_split'), 'started',
-          '... does not touch the migration of another owner (row level security)');
+          '... and the migration of another owner is untouched');
+
+-- ---------------------------------------------------------------- the DDL guard (55006)
+SELECT is(pg_temp.sqlstate_undone($$DROP TABLE public.profiles$$), '55006',
+          'the guard refuses DROP TABLE of the target');
+SELECT matches(pg_temp.err($$DROP TABLE public.profiles$$), '^55006: .*users_split',
+               'the refusal names the live migration');
+SELECT is(pg_temp.sqlstate_undone($$ALTER TABLE public.users RENAME TO users_old$$), '55006',
+          'the guard refuses renaming the source');
+SELECT is(pg_temp.sqlstate_undone($$ALTER TABLE public.profiles SET SCHEMA customer_unify$$), '55006',
+          'the guard refuses moving the target to another schema');
+SELECT is(pg_temp.sqlstate_undone($$ALTER TABLE public.profiles RENAME COLUMN phone TO tel$$), '55006',
+          'the guard refuses renaming a copied column of the target');
+SELECT is(pg_temp.sqlstate_undone($$ALTER TABLE public.users DROP COLUMN score$$), '55006',
+          'the guard refuses dropping a copied column of the source');
+SELECT is(pg_temp.sqlstate_undone($$ALTER TABLE public.users ALTER COLUMN score TYPE numeric(12,2)$$), '55006',
+          'the guard refuses changing the type of a copied column on one side');
+SELECT is(pg_temp.sqlstate_undone(format('ALTER TABLE public.profiles DISABLE TRIGGER %I', pg_temp.tg('users_split', 'sync'))),
+          '55006', 'the guard refuses disabling a sync trigger');
+SELECT is(pg_temp.sqlstate_undone(format('ALTER TABLE public.users ENABLE TRIGGER %I', pg_temp.tg('users_split', 'sync'))),
+          '55006', 'the guard refuses turning a sync trigger from ALWAYS into origin-only');
+SELECT is(pg_temp.sqlstate_undone($$ALTER TABLE public.users DISABLE TRIGGER ALL$$), '55006',
+          'the guard refuses DISABLE TRIGGER ALL on the source');
+SELECT is(pg_temp.sqlstate_undone($$CREATE TABLE public.users_child () INHERITS (public.users)$$), '55006',
+          'the guard refuses adding an inheritance child to the source');
+SELECT is(pg_temp.sqlstate_undone($$ALTER TABLE public.profiles OWNER TO cu_pgtap_stranger$$), '55006',
+          'the guard refuses giving the target another owner than the source');
+SELECT is(pg_temp.sqlstate_undone($$ALTER TABLE public.profiles DROP CONSTRAINT profiles_pkey$$), '55006',
+          'the guard refuses dropping the unique index the sync finds target rows by');
+SELECT lives_ok($$CREATE TABLE public.unrelated (id integer PRIMARY KEY)$$,
+                'DDL that leaves the migration alone is let through');
+SELECT is((SELECT count(*) FROM pg_trigger
+            WHERE tgrelid IN ('public.users'::regclass, 'public.profiles'::regclass) AND NOT tgisinternal
+              AND tgname LIKE 'customer\_unify%' AND tgenabled = 'A'),
+          6::bigint, 'after the refused DDL all six sync triggers are still there, ALWAYS');
+
+-- ---------------------------------------------------------------- TRUNCATE
+SELECT is(pg_temp.sqlstate_undone($$TRUNCATE public.profiles$$), '55006',
+          'TRUNCATE of the target alone is refused (55006)');
+TRUNCATE public.users;
+SELECT is((SELECT count(*) FROM public.profiles), 0::bigint, 'TRUNCATE of the source empties the target too');
 
 -- dependents
 SELECT ok(EXISTS (SELECT 1 FROM customer_unify.dependents('users_split') d WHERE d::text LIKE '%phone_book%'),

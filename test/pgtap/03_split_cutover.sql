@@ -4,6 +4,9 @@
 -- (table, split, start, CALL backfill) runs first in autocommit mode;
 -- test/pgtap/run gives every file a fresh database.  The assertions run in one
 -- transaction that is rolled back; the objects are dropped at the end.
+-- 1.1: until finalize the view is the source itself (FROM ONLY, no join),
+-- its INSTEAD OF trigger is customer_unify_<id>_route (compat_route(), one
+-- argument: the route map's id); the DDL guard protects view and schema.
 -- a failing setup step must not hide the assertions: they report it
 \set ON_ERROR_STOP 0
 SET client_min_messages = warning;
@@ -34,7 +37,7 @@ RESET client_min_messages;
 
 \set ON_ERROR_STOP 1
 BEGIN;
-SELECT plan(38);
+SELECT plan(50);
 
 CREATE FUNCTION pg_temp.err(sql text) RETURNS text LANGUAGE plpgsql AS $f$
 BEGIN
@@ -43,6 +46,28 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
     RETURN SQLSTATE || ': ' || SQLERRM;
 END
+$f$;
+
+-- run sql and undo it whatever happens; its SQLSTATE, or 'no error'
+CREATE FUNCTION pg_temp.sqlstate_undone(sql text) RETURNS text LANGUAGE plpgsql AS $f$
+DECLARE st text;
+BEGIN
+    BEGIN
+        EXECUTE sql;
+        RAISE EXCEPTION 'cu_pgtap: no error, undone' USING ERRCODE = 'P0099';
+    EXCEPTION WHEN OTHERS THEN
+        st := SQLSTATE;
+    END;
+    RETURN CASE st WHEN 'P0099' THEN 'no error' ELSE st END;
+END
+$f$;
+
+-- the id of a migration, and the name of one of its triggers
+CREATE FUNCTION pg_temp.mid(mname text) RETURNS bigint LANGUAGE sql AS $f$
+    SELECT id FROM customer_unify.migration WHERE name = mname
+$f$;
+CREATE FUNCTION pg_temp.tg(mname text, suffix text) RETURNS name LANGUAGE sql AS $f$
+    SELECT ('customer_unify_' || pg_temp.mid(mname) || '_' || suffix)::name
 $f$;
 
 -- first row of a statement (e.g. INSERT ... RETURNING) as text
@@ -70,6 +95,20 @@ SELECT ok(EXISTS (SELECT 1 FROM customer_unify.step_log s
                     JOIN customer_unify.migration m ON m.id = s.migration_id
                    WHERE m.name = 'users_split' AND s.phase = 'cutover'),
           'step_log records the cutover statements');
+SELECT is(ARRAY(SELECT statement FROM customer_unify.step_log
+                 WHERE migration_id = pg_temp.mid('users_split') AND phase = 'cutover' ORDER BY seq),
+          ARRAY(SELECT statement FROM customer_unify.step
+                 WHERE migration_id = pg_temp.mid('users_split') AND phase = 'cutover' ORDER BY seq),
+          'cutover ran exactly the frozen statements of its phase, in order');
+SELECT is((SELECT string_agg(format('%s %s', seq, coalesce(note, '-')), ', ' ORDER BY seq) FROM customer_unify.step_log
+            WHERE migration_id = pg_temp.mid('users_split') AND phase = 'cutover' AND seq <= 3),
+          '1 -, 2 -, 3 verified',
+          'cutover locked source and target first, then its verify gate passed (step_log.note)');
+SELECT is((SELECT string_agg(format('%s|%s|%s|created=%s|live=%s', tag, role, relid::text, created::text, live::text), ';' ORDER BY tag)
+             FROM customer_unify.migration_relation WHERE migration_id = pg_temp.mid('users_split')),
+          'source|source|users|created=false|live=true;target|target|profiles|created=true|live=true;'
+          'view|view|users_split_compat.users|created=true|live=true',
+          'cutover registers the compat view it created in migration_relation');
 
 -- ---------------------------------------------------------------- compat schema and view
 SELECT has_schema('users_split_compat', 'schema users_split_compat exists');
@@ -88,25 +127,27 @@ SELECT ok(EXISTS (SELECT 1 FROM pg_class c, pg_options_to_table(c.reloptions) o
                      AND o.option_name = 'security_invoker'
                      AND lower(o.option_value) IN ('true', 'on', 'yes', '1')),
           'the view has security_invoker=true (pg_class.reloptions)');
+SELECT is(ARRAY(SELECT DISTINCT d.refobjid::regclass::text FROM pg_rewrite r
+                  JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+                                  AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> r.ev_class
+                 WHERE r.ev_class = 'users_split_compat.users'::regclass ORDER BY 1),
+          ARRAY['users'], 'until finalize the view reads the source alone (no join with the target)');
+SELECT matches(pg_get_viewdef('users_split_compat.users'::regclass), 'FROM ONLY ',
+               'the view reads FROM ONLY the source');
+SELECT matches(obj_description('users_split_compat'::regnamespace, 'pg_namespace'), '^customer_unify: ',
+               'the compat schema carries a customer_unify comment');
 
--- view column defaults carried over
-SELECT col_default_is('users_split_compat', 'users', 'first_name', ''::text, 'view first_name defaults to ''''');
-SELECT col_default_is('users_split_compat', 'users', 'phone', 'n/a'::text, 'view phone defaults to ''n/a''');
-SELECT col_default_is('users_split_compat', 'users', 'score', '0'::text, 'view score defaults to 0');
-SELECT col_default_is('users_split_compat', 'users', 'created_at', 'now()'::text,
-                      'view created_at defaults to now()');
-
--- INSTEAD OF trigger
-SELECT has_trigger('users_split_compat', 'users', 'customer_unify_route', 'route trigger on the view');
-SELECT trigger_is('users_split_compat', 'users', 'customer_unify_route', 'customer_unify', 'compat_view_route',
-                  'route trigger calls customer_unify.compat_view_route()');
-SELECT is((SELECT format('instead_of=%s row=%s insert=%s update=%s delete=%s',
-                         (tgtype & 64 <> 0)::text, (tgtype & 1 <> 0)::text, (tgtype & 4 <> 0)::text,
-                         (tgtype & 16 <> 0)::text, (tgtype & 8 <> 0)::text)
-             FROM pg_trigger
-            WHERE tgrelid = 'users_split_compat.users'::regclass AND tgname = 'customer_unify_route'),
-          'instead_of=true row=true insert=true update=true delete=true',
-          'route trigger is INSTEAD OF INSERT OR UPDATE OR DELETE FOR EACH ROW');
+-- until finalize the view is the source itself: PostgreSQL updates it natively,
+-- with the source's defaults, triggers, privileges and row-level security
+SELECT is_empty($$SELECT 1 FROM pg_attrdef WHERE adrelid = 'users_split_compat.users'::regclass$$,
+                'the view has no defaults of its own (the source''s apply)');
+SELECT is_empty($$SELECT tgname FROM pg_trigger WHERE tgrelid = 'users_split_compat.users'::regclass$$,
+                'the view has no trigger until finalize (no router needed)');
+SELECT is(pg_relation_is_updatable('users_split_compat.users'::regclass, false), 28,
+          'the view is insertable, updatable and deletable by PostgreSQL itself');
+SELECT is((SELECT format('%s %s', is_insertable_into, is_updatable) FROM information_schema.views
+            WHERE table_schema = 'users_split_compat' AND table_name = 'users'),
+          'YES YES', 'information_schema reports the view updatable');
 
 -- ---------------------------------------------------------------- reading through the view
 SELECT is((SELECT string_agg(format('%s|%s|%s|%s|%s|%s', id, email, first_name, last_name, phone, score), ';' ORDER BY id)
@@ -121,7 +162,7 @@ SELECT is((SELECT count(*) FROM users), 3::bigint, 'old apps read all rows throu
 -- ---------------------------------------------------------------- writing through the view
 SELECT is(pg_temp.row_of($$INSERT INTO users (id, email, last_name) VALUES (10, 'jo@example.com', 'Jones')
                           RETURNING id, first_name, last_name, phone, score$$),
-          '(10,"",Jones,n/a,0.00)', 'INSERT through the view applies the view defaults and RETURNING works');
+          '(10,"",Jones,n/a,0.00)', 'INSERT through the view applies the source''s defaults and RETURNING works');
 SELECT is((SELECT format('%s|%s|%s', first_name, last_name, phone) FROM public.profiles WHERE user_id = 10),
           '|Jones|n/a', 'the inserted moved columns reach the target');
 SELECT is((SELECT email FROM public.users WHERE id = 10), 'jo@example.com',
@@ -139,8 +180,29 @@ SELECT is((SELECT count(*) FROM public.users WHERE id = 10) + (SELECT count(*) F
 RESET search_path;
 
 -- ---------------------------------------------------------------- still reversible, still in sync
-SELECT has_trigger('public', 'users', 'customer_unify_sync', 'sync trigger on the source stays until finalize');
-SELECT has_trigger('public', 'profiles', 'customer_unify_sync', 'sync trigger on the target stays until finalize');
+SELECT has_trigger('public', 'users', pg_temp.tg('users_split', 'sync'), 'sync trigger on the source stays until finalize');
+SELECT has_trigger('public', 'profiles', pg_temp.tg('users_split', 'sync'), 'sync trigger on the target stays until finalize');
+SELECT is((SELECT count(*) FROM pg_trigger
+            WHERE tgrelid IN ('public.users'::regclass, 'public.profiles'::regclass) AND NOT tgisinternal
+              AND tgname LIKE 'customer\_unify%' AND tgenabled = 'A'),
+          6::bigint, 'all six sync triggers stay, ALWAYS, until finalize');
+SELECT lives_ok($$SELECT id FROM users_split_compat.users WHERE id = 1 FOR UPDATE$$,
+                'SELECT ... FOR UPDATE through the view works (it reads the source alone)');
+
+-- ---------------------------------------------------------------- the DDL guard protects view and schema
+SELECT is(pg_temp.sqlstate_undone($$DROP VIEW users_split_compat.users$$), '55006',
+          'the guard refuses dropping the compat view');
+SELECT is(pg_temp.sqlstate_undone($$DROP SCHEMA users_split_compat CASCADE$$), '55006',
+          'the guard refuses dropping the compat schema');
+SELECT is(pg_temp.sqlstate_undone($$ALTER VIEW users_split_compat.users RENAME TO users_old$$), '55006',
+          'the guard refuses renaming the compat view');
+SELECT is(pg_temp.sqlstate_undone($$ALTER SCHEMA users_split_compat RENAME TO users_old_compat$$), '55006',
+          'the guard refuses renaming the compat schema');
+SELECT is(pg_temp.sqlstate_undone(format('ALTER TABLE public.users DISABLE TRIGGER %I', pg_temp.tg('users_split', 'sync'))),
+          '55006', 'the guard refuses disabling the source''s sync trigger after cutover');
+SELECT is(pg_temp.sqlstate_undone($$DROP TABLE public.profiles CASCADE$$), '55006',
+          'the guard refuses dropping the target (and the view with it)');
+SELECT has_view('users_split_compat', 'users', 'after the refused DDL the compat view is still there');
 SELECT has_column('public', 'users', 'phone', 'cutover drops no source column');
 SELECT is((SELECT phone FROM public.users WHERE id = 1), '+15550001', 'source values are intact');
 
@@ -154,13 +216,9 @@ SELECT * FROM finish();
 ROLLBACK;
 
 -- ---------------------------------------------------------------- cleanup
+-- The DDL guard refuses dropping a live migration's objects: drop the
+-- extension first (its triggers and event triggers go with it).
 SET client_min_messages = warning;
-DO $$
-BEGIN
-    PERFORM customer_unify.rollback('users_split');
-EXCEPTION WHEN OTHERS THEN
-    NULL;
-END $$;
+DROP EXTENSION customer_unify CASCADE;
 DROP SCHEMA IF EXISTS users_split_compat CASCADE;
 DROP TABLE IF EXISTS public.profiles, public.users CASCADE;
-DO $$ BEGIN DELETE FROM customer_unify.migration WHERE name = 'users_split'; EXCEPTION WHEN OTHERS THEN NULL; END $$;

@@ -5,6 +5,10 @@
 -- COMMITs: the setup up to 'backfilled' runs first in autocommit mode (fresh
 -- database per file, see test/pgtap/run); the assertions run in one
 -- transaction that is rolled back; the objects are dropped at the end.
+-- 1.1: finalize compares the shapes under SHARE locks, then, under ACCESS
+-- EXCLUSIVE, drops the sync triggers and the moved columns, replaces the view
+-- with a join through the inlinable SQL function <name>_compat.<table>_moved,
+-- and leaves the router's capture triggers (customer_unify_<id>_capture).
 -- a failing setup step must not hide the assertions: they report it
 \set ON_ERROR_STOP 0
 SET client_min_messages = warning;
@@ -34,13 +38,32 @@ RESET client_min_messages;
 
 \set ON_ERROR_STOP 1
 BEGIN;
-SELECT plan(29);
+SELECT plan(40);
 
 CREATE FUNCTION pg_temp.row_of(sql text) RETURNS text LANGUAGE plpgsql AS $f$
 DECLARE r record;
 BEGIN
     EXECUTE sql INTO r;
     RETURN r::text;
+END
+$f$;
+
+-- the id of a migration, and the name of one of its triggers
+CREATE FUNCTION pg_temp.mid(mname text) RETURNS bigint LANGUAGE sql AS $f$
+    SELECT id FROM customer_unify.migration WHERE name = mname
+$f$;
+CREATE FUNCTION pg_temp.tg(mname text, suffix text) RETURNS name LANGUAGE sql AS $f$
+    SELECT ('customer_unify_' || pg_temp.mid(mname) || '_' || suffix)::name
+$f$;
+
+-- the plan of a query (EXPLAIN, no costs) as one text
+CREATE FUNCTION pg_temp.plan_of(sql text) RETURNS text LANGUAGE plpgsql AS $f$
+DECLARE r text; res text := '';
+BEGIN
+    FOR r IN EXECUTE 'EXPLAIN (COSTS OFF) ' || sql LOOP
+        res := res || r || E'\n';
+    END LOOP;
+    RETURN res;
 END
 $f$;
 
@@ -80,6 +103,23 @@ DROP VIEW public.phone_book;
 SELECT lives_ok($$SELECT customer_unify.finalize('users_split')$$, 'finalize()');
 SELECT is((SELECT state FROM customer_unify.migration WHERE name = 'users_split'), 'finalized',
           'migration state is finalized');
+SELECT is((SELECT string_agg(format('%s live=%s', tag, live::text), ', ' ORDER BY tag)
+             FROM customer_unify.migration_relation WHERE migration_id = pg_temp.mid('users_split')),
+          'source live=false, target live=false, view live=false',
+          'after finalize no relation of the migration is live any more');
+SELECT is((SELECT string_agg(format('%s=%s', name, mode), ', ' ORDER BY name)
+             FROM customer_unify.sync_map WHERE migration_id = pg_temp.mid('users_split')),
+          'backward=live, forward=live, route=final', 'the router''s map switches to mode final');
+SELECT is(ARRAY(SELECT statement FROM customer_unify.step_log
+                 WHERE migration_id = pg_temp.mid('users_split') AND phase = 'finalize' ORDER BY seq),
+          ARRAY(SELECT statement FROM customer_unify.step
+                 WHERE migration_id = pg_temp.mid('users_split') AND phase = 'finalize' ORDER BY seq),
+          'finalize ran exactly the frozen statements of its phase, in order');
+SELECT is((SELECT string_agg(format('%s %s', coalesce(lock_mode, '-'), coalesce(note, '-')), '; ' ORDER BY seq)
+             FROM customer_unify.step_log
+            WHERE migration_id = pg_temp.mid('users_split') AND phase = 'finalize' AND seq <= 6),
+          'SHARE -; SHARE -; - no blocking dependents; SHARE verified; ACCESS EXCLUSIVE -; ACCESS EXCLUSIVE -',
+          'finalize passed its gates (dependents, exact verify) under SHARE locks before taking ACCESS EXCLUSIVE');
 SELECT hasnt_column('public', 'users', 'first_name', 'first_name is dropped from the source');
 SELECT hasnt_column('public', 'users', 'last_name', 'last_name is dropped from the source');
 SELECT hasnt_column('public', 'users', 'phone', 'phone is dropped from the source');
@@ -87,12 +127,26 @@ SELECT is(ARRAY(SELECT attname::text FROM pg_attribute
                  WHERE attrelid = 'public.users'::regclass AND attnum > 0 AND NOT attisdropped
                  ORDER BY attnum),
           ARRAY['id', 'email', 'created_at'], 'the source keeps its other columns');
-SELECT hasnt_trigger('public', 'users', 'customer_unify_sync', 'sync trigger on the source is dropped');
-SELECT hasnt_trigger('public', 'profiles', 'customer_unify_sync', 'sync trigger on the target is dropped');
-SELECT is_empty($$SELECT tgrelid::regclass::text || ' ' || tgname FROM pg_trigger
-                   WHERE tgrelid IN (to_regclass('public.users'), to_regclass('public.profiles')) AND NOT tgisinternal
-                     AND tgname LIKE 'customer\_unify%'$$,
-                'no customer_unify trigger of any name is left on the source or the target');
+SELECT hasnt_trigger('public', 'users', pg_temp.tg('users_split', 'sync'), 'sync trigger on the source is dropped');
+SELECT hasnt_trigger('public', 'profiles', pg_temp.tg('users_split', 'sync'), 'sync trigger on the target is dropped');
+SELECT set_eq($$SELECT tgrelid::regclass::text || ' ' || tgname FROM pg_trigger
+                 WHERE tgrelid IN (to_regclass('public.users'), to_regclass('public.profiles')) AND NOT tgisinternal
+                   AND tgname LIKE 'customer\_unify%'$$,
+              format($$VALUES ('users customer_unify_%1$s_capture'), ('profiles customer_unify_%1$s_capture')$$,
+                     pg_temp.mid('users_split')),
+              'no sync trigger of any name is left on the source or the target: only the router''s capture triggers');
+SELECT set_eq($$SELECT pg_get_triggerdef(oid) FROM pg_trigger
+                 WHERE tgrelid IN (to_regclass('public.users'), to_regclass('public.profiles')) AND NOT tgisinternal
+                   AND tgname LIKE 'customer\_unify%'$$,
+              format($$VALUES
+                  ('CREATE TRIGGER customer_unify_%1$s_capture AFTER INSERT OR UPDATE ON public.users FOR EACH ROW WHEN (customer_unify._route_capturing()) EXECUTE FUNCTION customer_unify.route_capture()'),
+                  ('CREATE TRIGGER customer_unify_%1$s_capture AFTER INSERT OR UPDATE ON public.profiles FOR EACH ROW WHEN (customer_unify._route_capturing()) EXECUTE FUNCTION customer_unify.route_capture()')$$,
+                     pg_temp.mid('users_split')),
+              'the capture triggers are AFTER INSERT OR UPDATE row triggers of route_capture(), WHEN _route_capturing()');
+SELECT is((SELECT string_agg(DISTINCT tgenabled::text, ',') FROM pg_trigger
+            WHERE tgrelid IN (to_regclass('public.users'), to_regclass('public.profiles'))
+              AND tgname = pg_temp.tg('users_split', 'capture')),
+          'A', 'the capture triggers are ENABLE ALWAYS');
 SELECT has_table('public', 'profiles', 'the target table stays');
 SELECT is((SELECT string_agg(format('%s|%s|%s|%s', user_id, first_name, last_name, phone), ';' ORDER BY user_id)
              FROM public.profiles),
@@ -101,7 +155,24 @@ SELECT is((SELECT string_agg(format('%s|%s|%s|%s', user_id, first_name, last_nam
 -- the compat view stays and still works
 SELECT has_schema('users_split_compat', 'the compat schema stays');
 SELECT has_view('users_split_compat', 'users', 'the compat view stays');
-SELECT has_trigger('users_split_compat', 'users', 'customer_unify_route', 'the route trigger stays');
+SELECT has_trigger('users_split_compat', 'users', pg_temp.tg('users_split', 'route'), 'the route trigger stays');
+SELECT matches(pg_get_viewdef('users_split_compat.users'::regclass),
+               'FROM \(ONLY (public\.)?users s\s+LEFT JOIN LATERAL users_split_compat\.users_moved\(s\.id\) t',
+               'the view now reads the source LEFT JOIN LATERAL users_split_compat.users_moved(s.id)');
+SELECT ok(EXISTS (SELECT 1 FROM pg_class c, pg_options_to_table(c.reloptions) o
+                   WHERE c.oid = 'users_split_compat.users'::regclass
+                     AND o.option_name = 'security_invoker' AND lower(o.option_value) IN ('true', 'on', 'yes', '1')),
+          'the replaced view keeps security_invoker=true');
+SELECT is((SELECT format('%s lang=%s volatility=%s config=%s definer=%s returns=setof %s owner=%s',
+                         p.oid::regprocedure, l.lanname, p.provolatile, coalesce(array_to_string(p.proconfig, ','), 'none'),
+                         p.prosecdef::text, p.prorettype::regtype, pg_get_userbyid(p.proowner))
+             FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+            WHERE p.pronamespace = 'users_split_compat'::regnamespace AND p.proretset),
+          format('users_split_compat.users_moved(integer) lang=sql volatility=s config=none definer=false returns=setof profiles owner=%s',
+                 (SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'public.users'::regclass)),
+          'users_moved(key) is an inlinable SQL function (STABLE, no SET, not SECURITY DEFINER) of the source''s owner');
+SELECT doesnt_match(pg_temp.plan_of($$SELECT * FROM users_split_compat.users WHERE id = 1$$), 'Function Scan',
+                    'the planner inlines users_moved(): a read through the view is a plain join');
 SELECT is(ARRAY(SELECT attname::text FROM pg_attribute
                  WHERE attrelid = 'users_split_compat.users'::regclass AND attnum > 0 AND NOT attisdropped
                  ORDER BY attnum),
@@ -125,19 +196,17 @@ SELECT throws_ok($$SELECT customer_unify.rollback('users_split')$$, '55000', NUL
                  'rollback after finalize raises 55000');
 SELECT is((SELECT state FROM customer_unify.migration WHERE name = 'users_split'), 'finalized',
           'state stays finalized');
+SELECT lives_ok($$SELECT customer_unify.split('users_split_next', 'public.users'::regclass, 'user_emails', ARRAY['email'])$$,
+                'the finalized migration holds its tables no more: a new split of the source may be planned');
 
 SELECT * FROM finish();
 ROLLBACK;
 
 -- ---------------------------------------------------------------- cleanup
+-- The DDL guard refuses dropping a live migration's objects: drop the
+-- extension first (its triggers and event triggers go with it).
 SET client_min_messages = warning;
-DO $$
-BEGIN
-    PERFORM customer_unify.rollback('users_split');
-EXCEPTION WHEN OTHERS THEN
-    NULL;
-END $$;
+DROP EXTENSION customer_unify CASCADE;
 DROP SCHEMA IF EXISTS users_split_compat CASCADE;
 DROP VIEW IF EXISTS public.phone_book;
 DROP TABLE IF EXISTS public.profiles, public.users CASCADE;
-DO $$ BEGIN DELETE FROM customer_unify.migration WHERE name = 'users_split'; EXCEPTION WHEN OTHERS THEN NULL; END $$;

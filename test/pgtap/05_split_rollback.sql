@@ -5,6 +5,9 @@
 -- setup up to 'backfilled' runs first in autocommit mode (fresh database per
 -- file, see test/pgtap/run).  The assertions run in one transaction that is
 -- rolled back; the objects are dropped at the end.
+-- 1.1: rollback locks every table of the migration first (source first),
+-- replays the inverses of the frozen steps that ran, marks those steps
+-- reverted, and releases the migration's relations (live = false).
 -- a failing setup step must not hide the assertions: they report it
 \set ON_ERROR_STOP 0
 SET client_min_messages = warning;
@@ -35,7 +38,25 @@ RESET client_min_messages;
 
 \set ON_ERROR_STOP 1
 BEGIN;
-SELECT plan(53);
+SELECT plan(59);
+
+-- the id of a migration, and the name of one of its triggers
+CREATE FUNCTION pg_temp.mid(mname text) RETURNS bigint LANGUAGE sql AS $f$
+    SELECT id FROM customer_unify.migration WHERE name = mname
+$f$;
+CREATE FUNCTION pg_temp.tg(mname text, suffix text) RETURNS name LANGUAGE sql AS $f$
+    SELECT ('customer_unify_' || pg_temp.mid(mname) || '_' || suffix)::name
+$f$;
+-- tag=live of each relation of a migration
+CREATE FUNCTION pg_temp.live(mname text) RETURNS text LANGUAGE sql AS $f$
+    SELECT string_agg(format('%s=%s', tag, live::text), ', ' ORDER BY tag)
+      FROM customer_unify.migration_relation WHERE migration_id = pg_temp.mid(mname)
+$f$;
+-- the first statements of a migration's rollback, as logged
+CREATE FUNCTION pg_temp.rollback_head(mname text, n int) RETURNS text[] LANGUAGE sql AS $f$
+    SELECT (ARRAY(SELECT statement FROM customer_unify.step_log
+                   WHERE migration_id = pg_temp.mid(mname) AND phase = 'rollback' ORDER BY id))[1:n]
+$f$;
 
 CREATE FUNCTION pg_temp.cols(rel regclass) RETURNS text[] LANGUAGE sql AS $f$
     SELECT ARRAY(SELECT attname::text FROM pg_attribute
@@ -71,7 +92,7 @@ SELECT lives_ok($$SELECT customer_unify.rollback('users_split')$$, 'A: rollback(
 SELECT is((SELECT state FROM customer_unify.migration WHERE name = 'users_split'), 'rolled_back',
           'A: migration state is rolled_back');
 SELECT hasnt_table('public', 'profiles', 'A: the target table is dropped');
-SELECT hasnt_trigger('public', 'users', 'customer_unify_sync', 'A: the source sync trigger is dropped');
+SELECT hasnt_trigger('public', 'users', pg_temp.tg('users_split', 'sync'), 'A: the source sync trigger is dropped');
 SELECT hasnt_schema('users_split_compat', 'A: there is no compat schema');
 SELECT is_empty($$SELECT tgrelid::regclass::text || ' ' || tgname FROM pg_trigger
                    WHERE tgrelid IN (to_regclass('public.users')) AND NOT tgisinternal
@@ -92,6 +113,15 @@ SELECT ok(EXISTS (SELECT 1 FROM customer_unify.step_log s
                     JOIN customer_unify.migration m ON m.id = s.migration_id
                    WHERE m.name = 'users_split' AND s.phase = 'rollback'),
           'A: step_log records the rollback statements');
+SELECT is(pg_temp.rollback_head('users_split', 2),
+          ARRAY['LOCK TABLE public.users IN ACCESS EXCLUSIVE MODE', 'LOCK TABLE public.profiles IN ACCESS EXCLUSIVE MODE'],
+          'A: rollback locked the source, then the target, before anything else');
+SELECT is_empty($$SELECT seq, statement FROM customer_unify.step_log
+                   WHERE migration_id = (SELECT id FROM customer_unify.migration WHERE name = 'users_split')
+                     AND phase = 'start' AND inverse IS NOT NULL AND outcome <> 'reverted'$$,
+                'A: every start step that has an inverse is marked reverted');
+SELECT is(pg_temp.live('users_split'), 'source=false, target=false',
+          'A: the rolled-back migration holds its relations no more (migration_relation.live)');
 SELECT throws_ok($$SELECT customer_unify.rollback('users_split')$$, '55000', NULL,
                  'A: rollback twice raises 55000');
 SELECT throws_ok($$SELECT customer_unify.start('users_split')$$, '55000', NULL,
@@ -121,7 +151,14 @@ SELECT is((SELECT state FROM customer_unify.migration WHERE name = 'accounts_spl
 SELECT hasnt_view('accounts_split_compat', 'accounts', 'B: the compat view is dropped');
 SELECT hasnt_schema('accounts_split_compat', 'B: the compat schema is dropped');
 SELECT hasnt_table('public', 'account_bios', 'B: the target table is dropped');
-SELECT hasnt_trigger('public', 'accounts', 'customer_unify_sync', 'B: the source sync trigger is dropped');
+SELECT hasnt_trigger('public', 'accounts', pg_temp.tg('accounts_split', 'sync'), 'B: the source sync trigger is dropped');
+SELECT is(pg_temp.rollback_head('accounts_split', 3),
+          ARRAY['LOCK TABLE public.accounts IN ACCESS EXCLUSIVE MODE',
+                'LOCK TABLE public.account_bios IN ACCESS EXCLUSIVE MODE',
+                'LOCK TABLE accounts_split_compat.accounts IN ACCESS EXCLUSIVE MODE'],
+          'B: rollback locked source, target and compat view first, source first');
+SELECT is(pg_temp.live('accounts_split'), 'source=false, target=false, view=false',
+          'B: the rolled-back migration holds its relations no more');
 SELECT is_empty($$SELECT tgrelid::regclass::text || ' ' || tgname FROM pg_trigger
                    WHERE tgrelid IN (to_regclass('public.accounts')) AND NOT tgisinternal
                      AND tgname LIKE 'customer\_unify%'$$,
@@ -145,7 +182,7 @@ SELECT is((SELECT state FROM customer_unify.migration WHERE name = 'leads_split'
 SELECT hasnt_table('public', 'lead_scores', 'D: the target table is dropped');
 SELECT is_empty($$SELECT conname FROM pg_constraint WHERE confrelid = 'public.leads'::regclass$$,
                 'D: no foreign key references the source any more');
-SELECT hasnt_trigger('public', 'leads', 'customer_unify_sync', 'D: the source sync trigger is dropped');
+SELECT hasnt_trigger('public', 'leads', pg_temp.tg('leads_split', 'sync'), 'D: the source sync trigger is dropped');
 SELECT is_empty($$SELECT tgrelid::regclass::text || ' ' || tgname FROM pg_trigger
                    WHERE tgrelid IN (to_regclass('public.leads')) AND NOT tgisinternal
                      AND tgname LIKE 'customer\_unify%'$$,
@@ -160,6 +197,7 @@ SELECT is((SELECT state FROM customer_unify.migration WHERE name = 'guests_split
           'C: migration state is rolled_back');
 SELECT hasnt_table('public', 'guest_notes', 'C: nothing was created');
 SELECT is(pg_temp.cols('public.guests'), ARRAY['id', 'note'], 'C: the source is untouched');
+SELECT is(pg_temp.live('guests_split'), 'source=false', 'C: the rolled-back plan holds its source no more');
 SELECT throws_ok($$SELECT customer_unify.start('guests_split')$$, '55000', NULL,
                  'C: start after rollback raises 55000');
 
@@ -167,24 +205,9 @@ SELECT * FROM finish();
 ROLLBACK;
 
 -- ---------------------------------------------------------------- cleanup
+-- The DDL guard refuses dropping a live migration's objects: drop the
+-- extension first (its triggers and event triggers go with it).
 SET client_min_messages = warning;
-DO $$
-BEGIN
-    PERFORM customer_unify.rollback('accounts_split');
-EXCEPTION WHEN OTHERS THEN
-    NULL;
-END $$;
+DROP EXTENSION customer_unify CASCADE;
 DROP SCHEMA IF EXISTS accounts_split_compat CASCADE;
-DO $$
-BEGIN
-    PERFORM customer_unify.rollback('leads_split');
-EXCEPTION WHEN OTHERS THEN
-    NULL;
-END $$;
 DROP TABLE IF EXISTS public.account_bios, public.accounts, public.lead_scores, public.leads CASCADE;
-DO $$
-BEGIN
-    DELETE FROM customer_unify.migration WHERE name IN ('accounts_split', 'leads_split');
-EXCEPTION WHEN OTHERS THEN
-    NULL;
-END $$;

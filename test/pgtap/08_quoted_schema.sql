@@ -5,7 +5,7 @@
 -- Statements that touch the target go through pg_temp.call(), so a missing
 -- target fails the assertions one by one instead of aborting the file.
 BEGIN;
-SELECT plan(27);
+SELECT plan(30);
 
 -- run a statement; its first column as text, or 'ERROR <sqlstate>: <message>'
 CREATE FUNCTION pg_temp.call(sql text) RETURNS text LANGUAGE plpgsql AS $f$
@@ -16,6 +16,14 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
     RETURN 'ERROR ' || SQLSTATE || ': ' || SQLERRM;
 END
+$f$;
+
+-- the id of a migration, and the name of one of its triggers
+CREATE FUNCTION pg_temp.mid(mname text) RETURNS bigint LANGUAGE sql AS $f$
+    SELECT id FROM customer_unify.migration WHERE name = mname
+$f$;
+CREATE FUNCTION pg_temp.tg(mname text, suffix text) RETURNS name LANGUAGE sql AS $f$
+    SELECT ('customer_unify_' || pg_temp.mid(mname) || '_' || suffix)::name
 $f$;
 
 CREATE FUNCTION pg_temp.cols(rel text) RETURNS text[] LANGUAGE sql AS $f$
@@ -52,10 +60,20 @@ SELECT is(pg_temp.cols('"Profile Store"."Details"'), ARRAY['Customer List_id', '
 SELECT col_type_is('Profile Store', 'Details', 'Customer List_id', 'uuid', 'the link column has the uuid key type');
 SELECT col_is_pk('Profile Store', 'Details', 'Customer List_id', 'the link column is the primary key');
 SELECT col_default_is('Profile Store', 'Details', 'Notes', 'none'::text, '"Notes" keeps its default');
-SELECT trigger_is('Shop Data', 'Customer List', 'customer_unify_sync', 'customer_unify', 'split_sync_source',
+SELECT trigger_is('Shop Data', 'Customer List', pg_temp.tg('store split', 'sync'), 'customer_unify', 'mirror_row',
                   'sync trigger on "Shop Data"."Customer List"');
-SELECT trigger_is('Profile Store', 'Details', 'customer_unify_sync', 'customer_unify', 'split_sync_target',
+SELECT trigger_is('Profile Store', 'Details', pg_temp.tg('store split', 'sync'), 'customer_unify', 'mirror_row',
                   'sync trigger on "Profile Store"."Details"');
+SELECT is((SELECT count(*) FROM pg_trigger
+            WHERE tgrelid IN ('"Shop Data"."Customer List"'::regclass, '"Profile Store"."Details"'::regclass)
+              AND tgname LIKE 'customer\_unify%' AND tgenabled = 'A'),
+          6::bigint, 'all six sync triggers across the quoted schemas, ALWAYS');
+SELECT is((SELECT string_agg(format('%s:%s.%s', tag, nspname, relname), ', ' ORDER BY tag)
+             FROM customer_unify.migration_relation WHERE migration_id = pg_temp.mid('store split')),
+          'source:Shop Data.Customer List, target:Profile Store.Details',
+          'migration_relation keeps the quoted schema and table names verbatim');
+SELECT is((SELECT key_type::text FROM customer_unify.backfill_state WHERE migration_id = pg_temp.mid('store split')),
+          'uuid', 'the checkpoint''s key type is uuid');
 
 INSERT INTO "Shop Data"."Customer List" ("Key", "Login", "Nick Name")
 VALUES ('00000000-0000-0000-0000-000000000001', 'ann', 'Annie'),
@@ -75,7 +93,7 @@ SELECT is(pg_temp.call($$SELECT count(*) FROM "Profile Store"."Details"$$), '1',
 
 SELECT is(pg_temp.call($$SELECT customer_unify.rollback('store split')$$), 'rolled_back', 'rollback()');
 SELECT hasnt_table('Profile Store', 'Details', 'rollback drops the target');
-SELECT hasnt_trigger('Shop Data', 'Customer List', 'customer_unify_sync', 'rollback drops the source trigger');
+SELECT hasnt_trigger('Shop Data', 'Customer List', pg_temp.tg('store split', 'sync'), 'rollback drops the source trigger');
 SELECT is_empty($$SELECT tgrelid::regclass::text || ' ' || tgname FROM pg_trigger
                    WHERE tgrelid IN (to_regclass('"Shop Data"."Customer List"')) AND NOT tgisinternal
                      AND tgname LIKE 'customer\_unify%'$$,
