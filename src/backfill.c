@@ -679,7 +679,6 @@ backfill_checkpoint(CopyJob *job, Datum hi, int64 scanned, int64 retries)
 	Datum		values[6];
 	char		nulls[7] = "      ";
 	int			rc;
-	CuSavedUser save = {0};
 
 	values[0] = Int64GetDatum(job->migration_id);
 	values[1] = CStringGetTextDatum(job->stream);
@@ -693,17 +692,8 @@ backfill_checkpoint(CopyJob *job, Datum hi, int64 scanned, int64 retries)
 	values[3] = CStringGetTextDatum(cu_key_to_text(&job->key, hi));
 	values[4] = Int64GetDatum(scanned);
 	values[5] = Int64GetDatum(retries);
-	if (!job->legacy)
-		cu_become(cu_extension_owner(), false, &save);
-	PG_TRY();
-	{
-		rc = SPI_execute_plan(job->checkpoint, values, nulls, false, 0);
-	}
-	PG_FINALLY();
-	{
-		cu_unbecome(&save);
-	}
-	PG_END_TRY();
+	rc = cu_spi_as(job->legacy ? InvalidOid : cu_extension_owner(), false, NULL, job->checkpoint,
+				   6, NULL, values, nulls, false, 0);
 	if (rc != SPI_OK_UPDATE || SPI_processed != 1)
 		elog(ERROR, "customer_unify: backfill checkpoint failed");
 }
@@ -748,6 +738,96 @@ typedef struct BackfillArgs
 	int32		lock_timeout_ms;
 } BackfillArgs;
 
+/* One batch of a stream, run in its own subtransaction by backfill_stream */
+typedef struct BackfillBatch
+{
+	CopyJob    *job;
+	BackfillArgs *args;
+	Datum		pos;			/* last key copied, if haspos */
+	bool		haspos;
+	Datum		end;			/* the copy's end key */
+	CopyVariant variant;		/* plain, anti-join or safe copy */
+	MemoryContext cxt;			/* batch context, for hi */
+	int64		retries;		/* lock retries so far, for the checkpoint */
+	Datum		hi;				/* out: the batch's last key */
+	int64		copied;			/* out: rows inserted */
+	int64		scanned;		/* out: source rows covered */
+} BackfillBatch;
+
+/*
+ * Copy the rows after pos up to batch_size or end as the tables' owner,
+ * under the migration's loop guard, and checkpoint.  Errors (lock timeouts,
+ * a race with a sync trigger) are left to the caller.
+ */
+static void
+backfill_batch(void *arg)
+{
+	BackfillBatch *b = (BackfillBatch *) arg;
+	CopyJob    *job = b->job;
+	Datum		values[3];
+	char		nulls[4] = "   ";
+	int			first = b->haspos ? 0 : 1;
+	CuSavedUser save = {0};
+
+	backfill_local_settings(b->args->lock_timeout_ms);
+	backfill_check_state(job);
+
+	values[0] = b->haspos ? b->pos : (Datum) 0;
+	nulls[0] = b->haspos ? ' ' : 'n';
+	values[1] = b->end;
+	cu_guard_push(job->migration_id);
+	cu_become(job->owner, true, &save);
+	PG_TRY();
+	{
+		int			rc;
+		bool		isnull;
+
+		if (b->variant != COPY_SAFE)
+		{
+			/* one statement: copy the next batch, return its last key */
+			values[2] = Int64GetDatum((int64) b->args->batch_size);
+			rc = SPI_execute_plan(job->copy[b->variant][first], values, nulls, false, 0);
+			if (rc != SPI_OK_SELECT || SPI_processed != 1)
+				elog(ERROR, "customer_unify: backfill copy failed: %s", SPI_result_code_string(rc));
+			b->copied = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+			/* fewer rows than asked for: the range is exhausted */
+			if (b->copied < b->args->batch_size)
+				b->hi = b->end;
+			else
+				b->hi = backfill_copy_key(job, SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull),
+										  b->cxt);
+			b->scanned = b->copied;
+		}
+		else
+		{
+			/* after a race with a trigger: probe the batch's end, copy with ON CONFLICT */
+			bool		full;
+
+			values[2] = Int64GetDatum((int64) b->args->batch_size - 1);
+			rc = SPI_execute_plan(job->bound[first], values, nulls, true, 1);
+			if (rc != SPI_OK_SELECT)
+				elog(ERROR, "customer_unify: backfill bound query failed: %s", SPI_result_code_string(rc));
+			full = SPI_processed > 0;
+			b->hi = full ? backfill_copy_key(job, SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull),
+											 b->cxt) : b->end;
+			values[1] = b->hi;
+			rc = SPI_execute_plan(job->copy[COPY_SAFE][first], values, nulls, false, 0);
+			if (rc != SPI_OK_INSERT)
+				elog(ERROR, "customer_unify: backfill copy failed: %s", SPI_result_code_string(rc));
+			b->copied = (int64) SPI_processed;
+			b->scanned = full ? b->args->batch_size : b->copied;
+		}
+	}
+	PG_FINALLY();
+	{
+		cu_unbecome(&save);
+		cu_guard_pop();
+	}
+	PG_END_TRY();
+
+	backfill_checkpoint(job, b->hi, b->scanned, b->retries);
+}
+
 /*
  * Copy one stream until it is complete or max_batches (counted over the
  * call) are done.  Returns true when the stream is complete.
@@ -765,11 +845,12 @@ backfill_stream(CopyJob *job, BackfillArgs *args, MemoryContext jobcxt, int64 *b
 				rows_total,
 				run_rows = 0;
 	bool		complete;
-	volatile int anti_join_batches = 0;
+	int			anti_join_batches = 0;
+	Datum		hi;
+	int64		copied,
+				scanned;
 	TimestampTz run_start = GetCurrentTimestamp();
 	TimestampTz last_notice = run_start;
-	Datum		values[3];
-	char		nulls[4] = "   ";
 
 	if (job->legacy)
 		backfill_load_legacy(job, jobcxt, &pos, &haspos, &end, &hasend, &rows_done, &rows_total);
@@ -783,21 +864,13 @@ backfill_stream(CopyJob *job, BackfillArgs *args, MemoryContext jobcxt, int64 *b
 		/* never analyzed: count once, for progress */
 		Oid			types[3] = {INT8OID, TEXTOID, INT8OID};
 		Datum		values[3];
-		CuSavedUser save = {0};
 		int			rc;
 		bool		isnull;
 
-		cu_become(job->owner, true, &save);
-		PG_TRY();
-		{
-			rc = SPI_execute(psprintf("SELECT pg_catalog.count(*) FROM ONLY %s",
-									  cu_relation_qualified_name(job->source_relid)), true, 1);
-		}
-		PG_FINALLY();
-		{
-			cu_unbecome(&save);
-		}
-		PG_END_TRY();
+		rc = cu_spi_as(job->owner, true,
+					   psprintf("SELECT pg_catalog.count(*) FROM ONLY %s",
+								cu_relation_qualified_name(job->source_relid)),
+					   NULL, 0, NULL, NULL, NULL, true, 1);
 		if (rc == SPI_OK_SELECT && SPI_processed == 1)
 		{
 			rows_total = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -812,19 +885,9 @@ backfill_stream(CopyJob *job, BackfillArgs *args, MemoryContext jobcxt, int64 *b
 	if (!hasend)
 	{
 		/* the copy's end is the last key at the first call: later rows are the triggers' */
-		CuSavedUser save = {0};
 		int			rc;
 
-		cu_become(job->owner, true, &save);
-		PG_TRY();
-		{
-			rc = SPI_execute_plan(job->end, NULL, NULL, true, 1);
-		}
-		PG_FINALLY();
-		{
-			cu_unbecome(&save);
-		}
-		PG_END_TRY();
+		rc = cu_spi_as(job->owner, true, NULL, job->end, 0, NULL, NULL, NULL, true, 1);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "customer_unify: reading the last key failed");
 		if (SPI_processed > 0)
@@ -845,136 +908,52 @@ backfill_stream(CopyJob *job, BackfillArgs *args, MemoryContext jobcxt, int64 *b
 
 	while (!complete && (args->max_batches < 0 || *batches < args->max_batches))
 	{
-		volatile int attempt = 0;
-		volatile int64 retries = 0;
-		volatile CopyVariant variant = anti_join_batches > 0 ? COPY_ANTI_JOIN : COPY_PLAIN;
-		volatile Datum hi = (Datum) 0;
-		volatile int64 copied = 0;
-		volatile int64 scanned = 0;
+		BackfillBatch batch = {0};
+		int			attempt = 0;
 
+		batch.job = job;
+		batch.args = args;
+		batch.pos = pos;
+		batch.haspos = haspos;
+		batch.end = end;
+		batch.variant = anti_join_batches > 0 ? COPY_ANTI_JOIN : COPY_PLAIN;
+		batch.cxt = batchcxt;
 		MemoryContextReset(batchcxt);
 		for (;;)
 		{
-			MemoryContext oldcxt = MemoryContextSwitchTo(batchcxt);
-			ResourceOwner oldowner = CurrentResourceOwner;
-			volatile bool retry = false;
-			volatile int retry_wait_ms = 0;
+			ErrorData  *edata = cu_subxact(backfill_batch, &batch);
+			int			retry_wait_ms = 0;
 
-			BeginInternalSubTransaction(NULL);
-			MemoryContextSwitchTo(batchcxt);
-			PG_TRY();
-			{
-				int			rc;
-				bool		isnull;
-				CuSavedUser save = {0};
-				int			first = haspos ? 0 : 1;
-
-				backfill_local_settings(args->lock_timeout_ms);
-				backfill_check_state(job);
-
-				values[0] = haspos ? pos : (Datum) 0;
-				nulls[0] = haspos ? ' ' : 'n';
-				values[1] = end;
-				cu_guard_push(job->migration_id);
-				cu_become(job->owner, true, &save);
-				PG_TRY();
-				{
-					if (variant != COPY_SAFE)
-					{
-						/* one statement: copy the next batch, return its last key */
-						values[2] = Int64GetDatum((int64) args->batch_size);
-						rc = SPI_execute_plan(job->copy[variant][first], values, nulls, false, 0);
-						if (rc != SPI_OK_SELECT || SPI_processed != 1)
-							elog(ERROR, "customer_unify: backfill copy failed: %s", SPI_result_code_string(rc));
-						copied = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-						/* fewer rows than asked for: the range is exhausted */
-						if (copied < args->batch_size)
-							hi = end;
-						else
-							hi = backfill_copy_key(job, SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull),
-												   batchcxt);
-						scanned = copied;
-					}
-					else
-					{
-						/* after a race with a trigger: probe the batch's end, copy with ON CONFLICT */
-						bool		full;
-
-						values[2] = Int64GetDatum((int64) args->batch_size - 1);
-						rc = SPI_execute_plan(job->bound[first], values, nulls, true, 1);
-						if (rc != SPI_OK_SELECT)
-							elog(ERROR, "customer_unify: backfill bound query failed: %s", SPI_result_code_string(rc));
-						full = SPI_processed > 0;
-						hi = full ? backfill_copy_key(job, SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull),
-													  batchcxt) : end;
-						values[1] = hi;
-						rc = SPI_execute_plan(job->copy[COPY_SAFE][first], values, nulls, false, 0);
-						if (rc != SPI_OK_INSERT)
-							elog(ERROR, "customer_unify: backfill copy failed: %s", SPI_result_code_string(rc));
-						copied = (int64) SPI_processed;
-						scanned = full ? args->batch_size : copied;
-					}
-				}
-				PG_FINALLY();
-				{
-					cu_unbecome(&save);
-					cu_guard_pop();
-				}
-				PG_END_TRY();
-
-				backfill_checkpoint(job, hi, scanned, retries);
-
-				ReleaseCurrentSubTransaction();
-				MemoryContextSwitchTo(oldcxt);
-				CurrentResourceOwner = oldowner;
-			}
-			PG_CATCH();
-			{
-				ErrorData  *edata;
-
-				MemoryContextSwitchTo(batchcxt);
-				edata = CopyErrorData();
-				FlushErrorState();
-				RollbackAndReleaseCurrentSubTransaction();
-				MemoryContextSwitchTo(oldcxt);
-				CurrentResourceOwner = oldowner;
-
-				/*
-				 * Decide here, act after PG_END_TRY: a continue inside
-				 * PG_CATCH would only leave the macro's do-while.
-				 */
-				if (edata->sqlerrcode == ERRCODE_UNIQUE_VIOLATION && variant == COPY_PLAIN)
-				{
-					/* the range holds rows a sync trigger mirrored: skip them */
-					variant = COPY_ANTI_JOIN;
-					anti_join_batches = BACKFILL_ANTI_JOIN_BATCHES;
-				}
-				else if (edata->sqlerrcode == ERRCODE_UNIQUE_VIOLATION && variant == COPY_ANTI_JOIN)
-				{
-					/* a sync trigger mirrored a row of this range meanwhile */
-					variant = COPY_SAFE;
-				}
-				else if ((edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
-						  edata->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED) &&
-						 ++attempt <= BACKFILL_MAX_LOCK_RETRIES)
-				{
-					ereport(DEBUG1,
-							(errmsg("backfill \"%s\": lock timeout, retry %d", job->name, attempt)));
-					retries++;
-					/* back off: 50 ms doubling up to 5 s, with jitter */
-					retry_wait_ms = (int) (Min(5000, 50 << Min(attempt, 7)) *
-										   (0.5 + 0.5 * ((double) (random() % 1000) / 1000.0)));
-				}
-				else
-					ReThrowError(edata);
-				FreeErrorData(edata);
-				retry = true;
-			}
-			PG_END_TRY();
-			if (!retry)
+			if (edata == NULL)
 				break;
+			if (edata->sqlerrcode == ERRCODE_UNIQUE_VIOLATION && batch.variant == COPY_PLAIN)
+			{
+				/* the range holds rows a sync trigger mirrored: skip them */
+				batch.variant = COPY_ANTI_JOIN;
+				anti_join_batches = BACKFILL_ANTI_JOIN_BATCHES;
+			}
+			else if (edata->sqlerrcode == ERRCODE_UNIQUE_VIOLATION && batch.variant == COPY_ANTI_JOIN)
+			{
+				/* a sync trigger mirrored a row of this range meanwhile */
+				batch.variant = COPY_SAFE;
+			}
+			else if (cu_is_lock_error(edata) && ++attempt <= BACKFILL_MAX_LOCK_RETRIES)
+			{
+				ereport(DEBUG1,
+						(errmsg("backfill \"%s\": lock timeout, retry %d", job->name, attempt)));
+				batch.retries++;
+				/* back off: 50 ms doubling up to 5 s, with jitter */
+				retry_wait_ms = (int) (Min(5000, 50 << Min(attempt, 7)) *
+									   (0.5 + 0.5 * ((double) (random() % 1000) / 1000.0)));
+			}
+			else
+				ReThrowError(edata);
+			FreeErrorData(edata);
 			backfill_wait_ms(retry_wait_ms);
 		}
+		hi = batch.hi;
+		copied = batch.copied;
+		scanned = batch.scanned;
 
 		SPI_commit();
 		backfill_local_settings(args->lock_timeout_ms);
@@ -1026,6 +1005,12 @@ backfill_stream(CopyJob *job, BackfillArgs *args, MemoryContext jobcxt, int64 *b
 	return complete;
 }
 
+static void
+backfill_validate(void *migration_id)
+{
+	cu_run_phase_internal(*(int64 *) migration_id, "validate", NULL);
+}
+
 /* The end of the copy: the link foreign key, then its validation (engine.c phases). */
 static void
 backfill_complete(CopyJob *job, int lock_timeout_ms)
@@ -1046,34 +1031,16 @@ backfill_complete(CopyJob *job, int lock_timeout_ms)
 	SPI_commit();
 	backfill_local_settings(lock_timeout_ms);
 	{
-		MemoryContext oldcxt = CurrentMemoryContext;
-		ResourceOwner oldowner = CurrentResourceOwner;
-		volatile bool orphans = false;
+		ErrorData  *edata = cu_subxact(backfill_validate, &job->migration_id);
+		bool		orphans = false;
 
-		BeginInternalSubTransaction(NULL);
-		PG_TRY();
+		if (edata != NULL)
 		{
-			cu_run_phase_internal(job->migration_id, "validate", NULL);
-			ReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(oldcxt);
-			CurrentResourceOwner = oldowner;
-		}
-		PG_CATCH();
-		{
-			ErrorData  *edata;
-
-			MemoryContextSwitchTo(oldcxt);
-			edata = CopyErrorData();
-			FlushErrorState();
-			RollbackAndReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(oldcxt);
-			CurrentResourceOwner = oldowner;
 			if (edata->sqlerrcode != ERRCODE_FOREIGN_KEY_VIOLATION)
 				ReThrowError(edata);
 			FreeErrorData(edata);
 			orphans = true;
 		}
-		PG_END_TRY();
 		if (orphans)
 		{
 			/* a delete raced a batch: remove the rows it orphaned, validate again */

@@ -115,11 +115,12 @@ cu_map_load(int64 map_id, CuMap *map, bool missing_ok)
 		elog(ERROR, "customer_unify: reading sync_map_column failed: %s", SPI_result_code_string(rc));
 	old = MemoryContextSwitchTo(cxt);
 	map->ncols = (int) SPI_processed;
-	map->cols = palloc0(sizeof(CuMapColumn) * Max(1, map->ncols));
+	map->from_columns = palloc0(sizeof(char *) * Max(1, map->ncols));
+	map->to_columns = palloc0(sizeof(char *) * Max(1, map->ncols));
 	for (i = 0; i < SPI_processed; i++)
 	{
-		map->cols[i].from_column = spi_name(i, 1);
-		map->cols[i].to_column = spi_name(i, 2);
+		map->from_columns[i] = spi_name(i, 1);
+		map->to_columns[i] = spi_name(i, 2);
 	}
 	MemoryContextSwitchTo(old);
 	return true;
@@ -130,19 +131,9 @@ void
 cu_catalog_exec(const char *sql, int nargs, Oid *types, Datum *values,
 				const char *nulls, int expected)
 {
-	CuSavedUser save = {0};
-	int			rc;
+	int			rc = cu_spi_as(cu_extension_owner(), false, sql, NULL, nargs, types, values, nulls,
+							   false, 0);
 
-	cu_become(cu_extension_owner(), false, &save);
-	PG_TRY();
-	{
-		rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
-	}
-	PG_FINALLY();
-	{
-		cu_unbecome(&save);
-	}
-	PG_END_TRY();
 	if (rc != expected)
 		elog(ERROR, "customer_unify: catalog statement failed (%s): %s", SPI_result_code_string(rc), sql);
 	/* later read-only queries of the caller must see the write */

@@ -8,13 +8,16 @@
 #include "postgres.h"
 
 #include "access/table.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/resowner.h"
 
 #include "customer_unify.h"
 
@@ -170,4 +173,48 @@ cu_datum_text(Oid type, Datum value)
 
 	getTypeOutputInfo(type, &outfunc, &isvarlena);
 	return OidOutputFunctionCall(outfunc, value);
+}
+
+/*
+ * Run fn(arg) in an internal subtransaction, in the caller's memory context.
+ * NULL when it committed; otherwise the error it raised, copied into the
+ * caller's context, with the subtransaction rolled back (every lock it took
+ * released) and the error state cleared: the caller retries, translates or
+ * rethrows it.
+ */
+ErrorData *
+cu_subxact(void (*fn) (void *arg), void *arg)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_END_TRY();
+	return edata;
+}
+
+/* Is this error one a phase or a batch waits out and retries? */
+bool
+cu_is_lock_error(ErrorData *edata)
+{
+	return edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
+		edata->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED;
 }

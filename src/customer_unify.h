@@ -107,6 +107,8 @@ extern void cu_unbecome(CuSavedUser *save);
 extern Oid	cu_extension_owner(void);
 extern Oid	cu_relation_owner(Oid relid);
 extern bool cu_may_act_as(Oid role);
+extern int	cu_spi_as(Oid role, bool noforce_rls, const char *sql, SPIPlanPtr plan, int nargs,
+					  Oid *types, Datum *values, const char *nulls, bool read_only, long count);
 
 /* ------------------------------------------------------------------ keys.c */
 /*
@@ -136,12 +138,6 @@ extern Datum cu_key_from_binary(CuKeyType *kt, bytea *bin);
 extern char *cu_key_to_text(CuKeyType *kt, Datum value);
 
 /* --------------------------------------------------------------- catalog.c */
-typedef struct CuMapColumn
-{
-	char	   *from_column;
-	char	   *to_column;
-} CuMapColumn;
-
 typedef struct CuMap
 {
 	int64		id;
@@ -154,7 +150,8 @@ typedef struct CuMap
 	char	   *to_key;
 	bool		final;			/* route maps: after finalize */
 	int			ncols;
-	CuMapColumn *cols;
+	const char **from_columns;	/* ncols names, in sync_map_column.ord order */
+	const char **to_columns;
 	Oid			source_relid;	/* the migration's 'source' relation */
 } CuMap;
 
@@ -178,6 +175,8 @@ extern void cu_spi_exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls,
 							 int expected_type, const char *what);
 extern char *cu_datum_text(Oid type, Datum value);
 extern int64 cu_trigger_map_id(TriggerData *trigdata);
+extern ErrorData *cu_subxact(void (*fn) (void *arg), void *arg);
+extern bool cu_is_lock_error(ErrorData *edata);
 
 /* module init hooks */
 extern void cu_guard_init(void);

@@ -106,6 +106,25 @@ cu_migration_id_by_name(const char *name)
 	return pg_strtoint64(getstr(0, 1));
 }
 
+/*
+ * Lock the migration's row FOR UPDATE NOWAIT (in a subtransaction of
+ * migration_load); FOR UPDATE needs UPDATE rights on the catalog, the
+ * extension owner's.
+ */
+static void
+migration_lock_row(void *id)
+{
+	Oid			types[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(*(int64 *) id)};
+	int			rc = cu_spi_as(cu_extension_owner(), false,
+							   "SELECT m.id FROM customer_unify.migration m "
+							   "WHERE m.id OPERATOR(pg_catalog.=) $1 FOR UPDATE NOWAIT",
+							   NULL, 1, types, values, NULL, false, 1);
+
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "customer_unify: locking the migration failed");
+}
+
 /* Load (and with lock, lock for update, NOWAIT) a migration by id. */
 static void
 migration_load(int64 id, bool lock, Migration *m)
@@ -118,40 +137,17 @@ migration_load(int64 id, bool lock, Migration *m)
 
 	if (lock)
 	{
-		CuSavedUser save = {0};
 		char	   *name = NULL;
-		MemoryContext oldcxt = CurrentMemoryContext;
-		ResourceOwner oldowner = CurrentResourceOwner;
+		ErrorData  *edata;
 
 		rc = SPI_execute_with_args("SELECT m.name FROM customer_unify.migration m WHERE m.id OPERATOR(pg_catalog.=) $1",
 								   1, types, values, NULL, false, 1);
 		if (rc == SPI_OK_SELECT && SPI_processed == 1)
 			name = getstr(0, 1);
 
-		/* FOR UPDATE needs UPDATE rights on the catalog: the extension owner's */
-		cu_become(cu_extension_owner(), false, &save);
-		BeginInternalSubTransaction(NULL);
-		PG_TRY();
+		edata = cu_subxact(migration_lock_row, &id);
+		if (edata != NULL)
 		{
-			rc = SPI_execute_with_args("SELECT m.id FROM customer_unify.migration m "
-									   "WHERE m.id OPERATOR(pg_catalog.=) $1 FOR UPDATE NOWAIT",
-									   1, types, values, NULL, false, 1);
-			ReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(oldcxt);
-			CurrentResourceOwner = oldowner;
-			cu_unbecome(&save);
-		}
-		PG_CATCH();
-		{
-			ErrorData  *edata;
-
-			MemoryContextSwitchTo(oldcxt);
-			edata = CopyErrorData();
-			FlushErrorState();
-			RollbackAndReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(oldcxt);
-			CurrentResourceOwner = oldowner;
-			cu_unbecome(&save);
 			if (edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
 				ereport(ERROR,
 						(errcode(ERRCODE_OBJECT_IN_USE),
@@ -160,9 +156,6 @@ migration_load(int64 id, bool lock, Migration *m)
 						 errhint("Wait for it to finish; pg_stat_activity shows the session.")));
 			ReThrowError(edata);
 		}
-		PG_END_TRY();
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "customer_unify: locking the migration failed");
 	}
 	rc = SPI_execute_with_args("SELECT m.name, m.kind, m.state, m.owner, m.source::pg_catalog.oid "
 							   "FROM customer_unify.migration m WHERE m.id OPERATOR(pg_catalog.=) $1",
@@ -423,37 +416,64 @@ typedef struct Step
 	char	   *creates_tag;
 } Step;
 
+/* A column of the current SPI result by name, or NULL if it has none. */
+static char *
+step_column(uint64 row, const char *name)
+{
+	int			col = SPI_fnumber(SPI_tuptable->tupdesc, name);
+
+	return col > 0 ? getstr(row, col) : NULL;
+}
+
+/*
+ * Append the rows of the current SPI result to steps, one Step per row from
+ * its columns of the same names (statement, inverse, lock_mode,
+ * lock_relation, registers, creates_tag, log_id, seq); a result without seq
+ * is numbered on from *seq.
+ */
+static List *
+steps_from_result(List *steps, int *seq, const char *what)
+{
+	uint64		i;
+
+	for (i = 0; i < SPI_processed; i++)
+	{
+		Step	   *s = palloc0(sizeof(Step));
+		char	   *seqtext = step_column(i, "seq");
+		char	   *log_id = step_column(i, "log_id");
+
+		s->seq = seqtext != NULL ? atoi(seqtext) : ++(*seq);
+		s->log_id = log_id != NULL ? pg_strtoint64(log_id) : 0;
+		s->statement = step_column(i, "statement");
+		s->inverse = step_column(i, "inverse");
+		s->lock_mode = step_column(i, "lock_mode");
+		s->lock_relation = step_column(i, "lock_relation");
+		s->registers = step_column(i, "registers");
+		s->creates_tag = step_column(i, "creates_tag");
+		if (s->statement == NULL)
+			elog(ERROR, "customer_unify: %s: a step without a statement", what);
+		steps = lappend(steps, s);
+	}
+	return steps;
+}
+
 static List *
 phase_steps(Migration *m, const char *phase)
 {
 	Oid			types[2] = {INT8OID, TEXTOID};
 	Datum		values[2] = {Int64GetDatum(m->id), CStringGetTextDatum(phase)};
-	List	   *steps = NIL;
 	int			rc;
-	uint64		i;
+	int			seq = 0;
 
 	rc = SPI_execute_with_args("SELECT s.seq, s.statement, s.inverse, s.lock_mode, s.lock_relation, "
-							   "s.registers::pg_catalog.text, s.registers->'relation'->>'tag' "
+							   "s.registers::pg_catalog.text AS registers, s.registers->'relation'->>'tag' AS creates_tag "
 							   "FROM customer_unify.step s "
 							   "WHERE s.migration_id OPERATOR(pg_catalog.=) $1 AND s.phase OPERATOR(pg_catalog.=) $2 "
 							   "ORDER BY s.seq",
 							   2, types, values, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "customer_unify: reading the steps failed");
-	for (i = 0; i < SPI_processed; i++)
-	{
-		Step	   *s = palloc0(sizeof(Step));
-
-		s->seq = atoi(getstr(i, 1));
-		s->statement = getstr(i, 2);
-		s->inverse = getstr(i, 3);
-		s->lock_mode = getstr(i, 4);
-		s->lock_relation = getstr(i, 5);
-		s->registers = getstr(i, 6);
-		s->creates_tag = getstr(i, 7);
-		steps = lappend(steps, s);
-	}
-	return steps;
+	return steps_from_result(NIL, &seq, "phase steps");
 }
 
 /*
@@ -467,9 +487,8 @@ resync_steps(Migration *m)
 	Oid			types[1] = {INT8OID};
 	Datum		values[1] = {Int64GetDatum(m->id)};
 	char	   *fn = operation_function(m->kind, "security");
-	List	   *steps = NIL;
 	int			rc;
-	uint64		i;
+	int			seq = 0;
 
 	rc = SPI_execute_with_args(psprintf("SELECT s.statement, s.lock_mode, s.lock_relation "
 										"FROM customer_unify.migration m, %s(m) s "
@@ -477,17 +496,7 @@ resync_steps(Migration *m)
 							   1, types, values, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "customer_unify: generating the resync steps failed");
-	for (i = 0; i < SPI_processed; i++)
-	{
-		Step	   *s = palloc0(sizeof(Step));
-
-		s->seq = (int) i + 1;
-		s->statement = getstr(i, 1);
-		s->lock_mode = getstr(i, 2);
-		s->lock_relation = getstr(i, 3);
-		steps = lappend(steps, s);
-	}
-	return steps;
+	return steps_from_result(NIL, &seq, "resync steps");
 }
 
 /*
@@ -502,8 +511,9 @@ rollback_steps(Migration *m, bool *keep_created)
 	Oid			types[1] = {INT8OID};
 	Datum		values[1] = {Int64GetDatum(m->id)};
 	List	   *steps = NIL;
+	List	   *inverses;
+	ListCell   *lc;
 	int			rc;
-	uint64		i;
 	int			seq = 0;
 
 	rc = SPI_execute_with_args("SELECT pg_catalog.bool_or(c.oid IS NULL) "
@@ -514,8 +524,8 @@ rollback_steps(Migration *m, bool *keep_created)
 	*keep_created = rc == SPI_OK_SELECT && SPI_processed == 1 && getstr(0, 1) != NULL &&
 		strcmp(getstr(0, 1), "t") == 0;
 
-	rc = SPI_execute_with_args("SELECT pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', c.oid::pg_catalog.regclass), "
-							   "c.oid::pg_catalog.regclass::pg_catalog.text "
+	rc = SPI_execute_with_args("SELECT pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', c.oid::pg_catalog.regclass) AS statement, "
+							   "'ACCESS EXCLUSIVE' AS lock_mode, c.oid::pg_catalog.regclass::pg_catalog.text AS lock_relation "
 							   "FROM customer_unify.migration_relation r "
 							   "JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) r.relid "
 							   "WHERE r.migration_id OPERATOR(pg_catalog.=) $1 AND r.live "
@@ -523,37 +533,24 @@ rollback_steps(Migration *m, bool *keep_created)
 							   1, types, values, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "customer_unify: reading the migration's relations failed");
-	for (i = 0; i < SPI_processed; i++)
-	{
-		Step	   *s = palloc0(sizeof(Step));
-
-		s->seq = ++seq;
-		s->statement = getstr(i, 1);
-		s->lock_mode = pstrdup("ACCESS EXCLUSIVE");
-		s->lock_relation = getstr(i, 2);
-		steps = lappend(steps, s);
-	}
-	rc = SPI_execute_with_args("SELECT l.id, l.inverse, l.lock_relation, l.creates_tag "
+	steps = steps_from_result(steps, &seq, "rollback locks");
+	rc = SPI_execute_with_args("SELECT l.id AS log_id, l.inverse AS statement, l.lock_relation, l.creates_tag "
 							   "FROM customer_unify.step_log l "
 							   "WHERE l.migration_id OPERATOR(pg_catalog.=) $1 AND l.outcome OPERATOR(pg_catalog.=) 'ok' "
 							   "AND l.inverse IS NOT NULL ORDER BY l.id DESC",
 							   1, types, values, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "customer_unify: reading the step log failed");
-	for (i = 0; i < SPI_processed; i++)
+	inverses = steps_from_result(NIL, &seq, "rollback inverses");
+	foreach(lc, inverses)
 	{
-		Step	   *s = palloc0(sizeof(Step));
-		char	   *tag = getstr(i, 4);
+		Step	   *s = (Step *) lfirst(lc);
 
-		s->log_id = pg_strtoint64(getstr(i, 1));
-		s->seq = ++seq;
-		s->statement = getstr(i, 2);
-		s->lock_relation = getstr(i, 3);
-		if (*keep_created && tag != NULL)
+		if (*keep_created && s->creates_tag != NULL)
 		{
 			ereport(NOTICE,
 					(errmsg("keeping the %s of migration \"%s\": its source is gone and the %s holds the only copy of its data",
-							tag, m->name, tag),
+							s->creates_tag, m->name, s->creates_tag),
 					 errhint("It is not dropped; drop it yourself once its data is safe.")));
 			continue;
 		}
@@ -676,23 +673,13 @@ phase_attempt(Migration *m, const PhaseRule *rule, List *steps, Oid owner, int a
 	{
 		Step	   *s = (Step *) lfirst(lc);
 		TimestampTz t0 = GetCurrentTimestamp();
-		CuSavedUser save = {0};
 		int			rc;
 		uint64		rows;
 		char	   *note = NULL;
 		long		secs;
 		int			usecs;
 
-		cu_become(owner, true, &save);
-		PG_TRY();
-		{
-			rc = SPI_execute(s->statement, false, 0);
-		}
-		PG_FINALLY();
-		{
-			cu_unbecome(&save);
-		}
-		PG_END_TRY();
+		rc = cu_spi_as(owner, true, s->statement, NULL, 0, NULL, NULL, NULL, false, 0);
 		if (rc < 0)
 			elog(ERROR, "customer_unify: step %d of %s failed (%s): %s", s->seq, rule->phase,
 				 SPI_result_code_string(rc), s->statement);
@@ -710,6 +697,24 @@ phase_attempt(Migration *m, const PhaseRule *rule, List *steps, Oid owner, int a
 		set_state(m, rule->to);
 	cu_engine_depth--;
 	AtEOXact_GUC(true, nest);
+}
+
+/* phase_attempt's arguments, for cu_subxact */
+typedef struct PhaseAttempt
+{
+	Migration  *m;
+	const PhaseRule *rule;
+	List	   *steps;
+	Oid			owner;
+	int			attempt;
+} PhaseAttempt;
+
+static void
+phase_attempt_call(void *arg)
+{
+	PhaseAttempt *pa = (PhaseAttempt *) arg;
+
+	phase_attempt(pa->m, pa->rule, pa->steps, pa->owner, pa->attempt);
 }
 
 /*
@@ -761,59 +766,26 @@ cu_run_phase_internal(int64 migration_id, const char *phase, Jsonb *options)
 
 	for (;;)
 	{
-		MemoryContext oldcxt = CurrentMemoryContext;
-		ResourceOwner oldowner = CurrentResourceOwner;
-		volatile bool retry = false;
+		PhaseAttempt pa = {&m, rule, steps, owner, ++attempt};
+		ErrorData  *edata = cu_subxact(phase_attempt_call, &pa);
 
-		attempt++;
-		BeginInternalSubTransaction(NULL);
-		PG_TRY();
-		{
-			phase_attempt(&m, rule, steps, owner, attempt);
-			ReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(oldcxt);
-			CurrentResourceOwner = oldowner;
-		}
-		PG_CATCH();
-		{
-			ErrorData  *edata;
-
-			MemoryContextSwitchTo(oldcxt);
-			edata = CopyErrorData();
-			FlushErrorState();
-			RollbackAndReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(oldcxt);
-			CurrentResourceOwner = oldowner;
-			cu_engine_depth = 0;
-			if ((edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
-				 edata->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED) &&
-				attempt <= cu_lock_retries)
-			{
-				FreeErrorData(edata);
-				retry = true;
-			}
-			else if (edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
-					 edata->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED)
-			{
-				current_options = saved_options;
-				ereport(ERROR,
-						(errcode(edata->sqlerrcode),
-						 errmsg("could not run phase %s of migration \"%s\": the locks it needs were not free in %d attempts",
-								phase, m.name, attempt),
-						 errdetail("Last error: %s", edata->message),
-						 errhint("A long transaction holds a conflicting lock; find it in pg_locks / pg_stat_activity, "
-								 "or raise customer_unify.lock_retries / customer_unify.lock_timeout_ms. "
-								 "Nothing was held while waiting and nothing was changed.")));
-			}
-			else
-			{
-				current_options = saved_options;
-				ReThrowError(edata);
-			}
-		}
-		PG_END_TRY();
-		if (!retry)
+		if (edata == NULL)
 			break;
+		cu_engine_depth = 0;
+		current_options = saved_options;
+		if (!cu_is_lock_error(edata))
+			ReThrowError(edata);
+		if (attempt > cu_lock_retries)
+			ereport(ERROR,
+					(errcode(edata->sqlerrcode),
+					 errmsg("could not run phase %s of migration \"%s\": the locks it needs were not free in %d attempts",
+							phase, m.name, attempt),
+					 errdetail("Last error: %s", edata->message),
+					 errhint("A long transaction holds a conflicting lock; find it in pg_locks / pg_stat_activity, "
+							 "or raise customer_unify.lock_retries / customer_unify.lock_timeout_ms. "
+							 "Nothing was held while waiting and nothing was changed.")));
+		FreeErrorData(edata);
+		current_options = options;
 		/* nothing is held now: back off 50 ms doubling up to 2 s, with jitter */
 		sleep_ms((int) (Min(2000, 50 << Min(attempt - 1, 6)) *
 						(0.5 + 0.5 * ((double) (random() % 1000) / 1000.0))));
@@ -896,7 +868,6 @@ cu_verify(PG_FUNCTION_ARGS)
 	Migration	m;
 	Oid			owner;
 	char	   *fn;
-	CuSavedUser save = {0};
 	int			rc;
 	bool		all_ok = true;
 	uint64		i;
@@ -922,19 +893,11 @@ cu_verify(PG_FUNCTION_ARGS)
 				 errdetail("verify needs state started or backfilled or verified or cut_over.")));
 	fn = operation_function(m.kind, "verify");
 	owner = migration_tables_owner(&m);
-	cu_become(owner, true, &save);
-	PG_TRY();
-	{
-		rc = SPI_execute_with_args(psprintf("SELECT v.check_name, v.expected, v.actual, v.ok "
-											"FROM customer_unify.migration m, %s(m) v "
-											"WHERE m.id OPERATOR(pg_catalog.=) $1", fn),
-								   1, types, values, NULL, false, 0);
-	}
-	PG_FINALLY();
-	{
-		cu_unbecome(&save);
-	}
-	PG_END_TRY();
+	rc = cu_spi_as(owner, true,
+				   psprintf("SELECT v.check_name, v.expected, v.actual, v.ok "
+							"FROM customer_unify.migration m, %s(m) v "
+							"WHERE m.id OPERATOR(pg_catalog.=) $1", fn),
+				   NULL, 1, types, values, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "customer_unify: verify failed: %s", SPI_result_code_string(rc));
 	old = MemoryContextSwitchTo(per_query);
@@ -970,6 +933,50 @@ cu_verify(PG_FUNCTION_ARGS)
 }
 
 /* -------------------------------------------------------- create */
+
+/* A new migration's catalog rows, for cu_subxact */
+typedef struct StoreMigration
+{
+	Datum		name;			/* text */
+	Datum		plan;			/* jsonb: spec, source, relations, maps */
+	const char *kind;
+	int64		id;				/* out */
+} StoreMigration;
+
+static void
+store_migration(void *arg)
+{
+	StoreMigration *st = (StoreMigration *) arg;
+	Oid			t4[4] = {TEXTOID, JSONBOID, TEXTOID, TEXTOID};
+	Datum		v4[4] = {st->name, st->plan, CStringGetTextDatum(st->kind),
+	CStringGetTextDatum(GetUserNameFromId(GetUserId(), false))};
+	Oid			t2[2] = {INT8OID, JSONBOID};
+	Datum		v2[2];
+	bool		isnull;
+
+	cu_catalog_exec("INSERT INTO customer_unify.migration (name, kind, spec, source, owner) "
+					"VALUES ($1, $3, $2->'spec', ($2->>'source')::pg_catalog.oid, $4) RETURNING id",
+					4, t4, v4, NULL, SPI_OK_INSERT_RETURNING);
+	st->id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	v2[0] = Int64GetDatum(st->id);
+	v2[1] = st->plan;
+	cu_catalog_exec("INSERT INTO customer_unify.migration_relation "
+					"(migration_id, tag, relid, role, created, nspname, relname) "
+					"SELECT $1, r->>'tag', c.oid, r->>'role', false, n.nspname, c.relname "
+					"FROM pg_catalog.jsonb_array_elements($2->'relations') r "
+					"JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) (r->>'relid')::pg_catalog.oid "
+					"JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace",
+					2, t2, v2, NULL, SPI_OK_INSERT);
+	cu_catalog_exec("WITH maps AS (SELECT x.mp FROM pg_catalog.jsonb_array_elements($2->'maps') x(mp)), "
+					"ins AS (INSERT INTO customer_unify.sync_map (migration_id, name, from_tag, to_tag, from_key, to_key) "
+					"  SELECT $1, mp->>'name', mp->>'from_tag', mp->>'to_tag', mp->>'from_key', mp->>'to_key' "
+					"  FROM maps RETURNING id, name) "
+					"INSERT INTO customer_unify.sync_map_column (map_id, ord, from_column, to_column) "
+					"SELECT ins.id, c.ord, c.col->>0, c.col->>1 FROM ins "
+					"JOIN maps ON (maps.mp->>'name') OPERATOR(pg_catalog.=) ins.name "
+					"CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(maps.mp->'columns') WITH ORDINALITY c(col, ord)",
+					2, t2, v2, NULL, SPI_OK_INSERT);
+}
 
 PG_FUNCTION_INFO_V1(cu_create_migration);
 
@@ -1060,54 +1067,11 @@ cu_create_migration(PG_FUNCTION_ARGS)
 
 	/* store it, as the extension's owner; a concurrent plan of the same table loses with 55006 */
 	{
-		MemoryContext oldcxt = CurrentMemoryContext;
-		ResourceOwner oldowner = CurrentResourceOwner;
+		StoreMigration st = {values[0], plan, kind, 0};
+		ErrorData  *edata = cu_subxact(store_migration, &st);
 
-		BeginInternalSubTransaction(NULL);
-		PG_TRY();
+		if (edata != NULL)
 		{
-			Oid			t4[4] = {TEXTOID, JSONBOID, TEXTOID, TEXTOID};
-			Datum		v4[4] = {values[0], plan, CStringGetTextDatum(kind),
-			CStringGetTextDatum(GetUserNameFromId(GetUserId(), false))};
-			Oid			t2[2] = {INT8OID, JSONBOID};
-			Datum		v2[2];
-
-			cu_catalog_exec("INSERT INTO customer_unify.migration (name, kind, spec, source, owner) "
-							"VALUES ($1, $3, $2->'spec', ($2->>'source')::pg_catalog.oid, $4) RETURNING id",
-							4, t4, v4, NULL, SPI_OK_INSERT_RETURNING);
-			id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-			v2[0] = Int64GetDatum(id);
-			v2[1] = plan;
-			cu_catalog_exec("INSERT INTO customer_unify.migration_relation "
-							"(migration_id, tag, relid, role, created, nspname, relname) "
-							"SELECT $1, r->>'tag', c.oid, r->>'role', false, n.nspname, c.relname "
-							"FROM pg_catalog.jsonb_array_elements($2->'relations') r "
-							"JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) (r->>'relid')::pg_catalog.oid "
-							"JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace",
-							2, t2, v2, NULL, SPI_OK_INSERT);
-			cu_catalog_exec("WITH maps AS (SELECT x.mp FROM pg_catalog.jsonb_array_elements($2->'maps') x(mp)), "
-							"ins AS (INSERT INTO customer_unify.sync_map (migration_id, name, from_tag, to_tag, from_key, to_key) "
-							"  SELECT $1, mp->>'name', mp->>'from_tag', mp->>'to_tag', mp->>'from_key', mp->>'to_key' "
-							"  FROM maps RETURNING id, name) "
-							"INSERT INTO customer_unify.sync_map_column (map_id, ord, from_column, to_column) "
-							"SELECT ins.id, c.ord, c.col->>0, c.col->>1 FROM ins "
-							"JOIN maps ON (maps.mp->>'name') OPERATOR(pg_catalog.=) ins.name "
-							"CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(maps.mp->'columns') WITH ORDINALITY c(col, ord)",
-							2, t2, v2, NULL, SPI_OK_INSERT);
-			ReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(oldcxt);
-			CurrentResourceOwner = oldowner;
-		}
-		PG_CATCH();
-		{
-			ErrorData  *edata;
-
-			MemoryContextSwitchTo(oldcxt);
-			edata = CopyErrorData();
-			FlushErrorState();
-			RollbackAndReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(oldcxt);
-			CurrentResourceOwner = oldowner;
 			if (edata->sqlerrcode == ERRCODE_UNIQUE_VIOLATION)
 				ereport(ERROR,
 						(errcode(ERRCODE_OBJECT_IN_USE),
@@ -1116,7 +1080,7 @@ cu_create_migration(PG_FUNCTION_ARGS)
 						 errhint("Finalize or roll back the other migration first, or choose another name.")));
 			ReThrowError(edata);
 		}
-		PG_END_TRY();
+		id = st.id;
 	}
 	AtEOXact_GUC(true, nest);
 	SPI_finish();

@@ -350,7 +350,6 @@ mirror_build_from_map(CuCacheEntry *entry, TriggerData *trigdata)
 	int64		map_id = cu_trigger_map_id(trigdata);
 	CuMap		map;
 	MirrorSpec	spec;
-	int			i;
 	MemoryContext old = MemoryContextSwitchTo(entry->cxt);
 
 	cu_map_load(map_id, &map, false);
@@ -367,13 +366,8 @@ mirror_build_from_map(CuCacheEntry *entry, TriggerData *trigdata)
 	spec.self_key = map.from_key;
 	spec.other_key = map.to_key;
 	spec.ncols = map.ncols;
-	spec.self_cols = palloc(sizeof(char *) * Max(1, map.ncols));
-	spec.other_cols = palloc(sizeof(char *) * Max(1, map.ncols));
-	for (i = 0; i < map.ncols; i++)
-	{
-		spec.self_cols[i] = map.cols[i].from_column;
-		spec.other_cols[i] = map.cols[i].to_column;
-	}
+	spec.self_cols = map.from_columns;
+	spec.other_cols = map.to_columns;
 	return mirror_build(entry, trigdata, &spec);
 }
 
@@ -387,7 +381,6 @@ mirror_build_legacy(CuCacheEntry *entry, TriggerData *trigdata, bool forward)
 	Trigger    *trigger = trigdata->tg_trigger;
 	char	  **args = trigger->tgargs;
 	MirrorSpec	spec;
-	int			i;
 
 	if (trigger->tgnargs <= LEGACY_SYNC_FIXED_ARGS)
 		ereport(ERROR,
@@ -400,10 +393,8 @@ mirror_build_legacy(CuCacheEntry *entry, TriggerData *trigdata, bool forward)
 	spec.self_key = args[3];
 	spec.other_key = args[4];
 	spec.ncols = trigger->tgnargs - LEGACY_SYNC_FIXED_ARGS;
-	spec.self_cols = palloc(sizeof(char *) * spec.ncols);
-	spec.other_cols = palloc(sizeof(char *) * spec.ncols);
-	for (i = 0; i < spec.ncols; i++)
-		spec.self_cols[i] = spec.other_cols[i] = args[LEGACY_SYNC_FIXED_ARGS + i];
+	/* 1.0 moved columns keep their names */
+	spec.self_cols = spec.other_cols = (const char **) &args[LEGACY_SYNC_FIXED_ARGS];
 	return mirror_build(entry, trigdata, &spec);
 }
 

@@ -104,3 +104,33 @@ cu_may_act_as(Oid role)
 {
 	return is_member_of_role(GetUserId(), role);
 }
+
+/*
+ * One SPI statement run as another role (InvalidOid: as the caller): a SQL
+ * text (plan NULL) or a prepared plan, with optional parameters.
+ */
+int
+cu_spi_as(Oid role, bool noforce_rls, const char *sql, SPIPlanPtr plan, int nargs, Oid *types,
+		  Datum *values, const char *nulls, bool read_only, long count)
+{
+	CuSavedUser save = {0};
+	int			rc;
+
+	if (OidIsValid(role))
+		cu_become(role, noforce_rls, &save);
+	PG_TRY();
+	{
+		if (plan != NULL)
+			rc = SPI_execute_plan(plan, values, nulls, read_only, count);
+		else if (nargs > 0)
+			rc = SPI_execute_with_args(sql, nargs, types, values, nulls, read_only, count);
+		else
+			rc = SPI_execute(sql, read_only, count);
+	}
+	PG_FINALLY();
+	{
+		cu_unbecome(&save);
+	}
+	PG_END_TRY();
+	return rc;
+}

@@ -249,7 +249,6 @@ route_build_from_map(CuCacheEntry *entry, TriggerData *trigdata)
 	int64		map_id = cu_trigger_map_id(trigdata);
 	CuMap		map;
 	RouteSpec	spec;
-	int			i;
 	MemoryContext old = MemoryContextSwitchTo(entry->cxt);
 
 	cu_map_load(map_id, &map, false);
@@ -262,13 +261,8 @@ route_build_from_map(CuCacheEntry *entry, TriggerData *trigdata)
 	spec.key = map.from_key;
 	spec.link = map.to_key;
 	spec.nmoved = map.ncols;
-	spec.moved_source = palloc(sizeof(char *) * Max(1, map.ncols));
-	spec.moved_target = palloc(sizeof(char *) * Max(1, map.ncols));
-	for (i = 0; i < map.ncols; i++)
-	{
-		spec.moved_source[i] = map.cols[i].from_column;
-		spec.moved_target[i] = map.cols[i].to_column;
-	}
+	spec.moved_source = map.from_columns;
+	spec.moved_target = map.to_columns;
 	return route_build(entry, trigdata, &spec);
 }
 
@@ -283,7 +277,6 @@ route_build_legacy(CuCacheEntry *entry, TriggerData *trigdata)
 	Trigger    *trigger = trigdata->tg_trigger;
 	char	  **args = trigger->tgargs;
 	RouteSpec	spec;
-	int			i;
 
 	if (trigger->tgnargs <= LEGACY_ROUTE_FIXED_ARGS)
 		ereport(ERROR,
@@ -298,10 +291,8 @@ route_build_legacy(CuCacheEntry *entry, TriggerData *trigdata)
 	spec.target_relid = cu_relid_or_error(args[5], args[6]);
 	spec.link = args[7];
 	spec.nmoved = trigger->tgnargs - LEGACY_ROUTE_FIXED_ARGS;
-	spec.moved_source = palloc(sizeof(char *) * spec.nmoved);
-	spec.moved_target = palloc(sizeof(char *) * spec.nmoved);
-	for (i = 0; i < spec.nmoved; i++)
-		spec.moved_source[i] = spec.moved_target[i] = args[LEGACY_ROUTE_FIXED_ARGS + i];
+	/* 1.0 moved columns keep their names */
+	spec.moved_source = spec.moved_target = (const char **) &args[LEGACY_ROUTE_FIXED_ARGS];
 	return route_build(entry, trigdata, &spec);
 }
 
@@ -481,7 +472,6 @@ route_exec(Route *r, RouteOp op, Bitmapset *mask, Datum key, bool keynull,
 	int			n = 0;
 	int			i = -1;
 	int			rc;
-	CuSavedUser save = {0};
 
 	if (op != ROUTE_SOURCE_INSERT)
 	{
@@ -498,16 +488,9 @@ route_exec(Route *r, RouteOp op, Bitmapset *mask, Datum key, bool keynull,
 	nulls[n] = '\0';
 
 	if (as_owner)
-		cu_become(r->target_owner, true, &save);
-	PG_TRY();
-	{
+		rc = cu_spi_as(r->target_owner, true, NULL, plan, 0, NULL, values, nulls, false, 0);
+	else
 		rc = SPI_execute_plan(plan, values, nulls, false, 0);
-	}
-	PG_FINALLY();
-	{
-		cu_unbecome(&save);
-	}
-	PG_END_TRY();
 	if (rc < 0)
 		elog(ERROR, "customer_unify: writing through the compatibility view failed: %s",
 			 SPI_result_code_string(rc));
