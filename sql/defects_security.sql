@@ -98,6 +98,30 @@ SET client_min_messages = notice;
 SELECT customer_unify.rollback('ds_dropped');
 SET client_min_messages = warning;
 SELECT * FROM ds.dropped_bits;
+-- the same from cut_over: the compatibility view went with the CASCADE and
+-- holds no data, so only the target is kept
+CREATE TABLE ds.dropped2 (id int PRIMARY KEY, nick text);
+INSERT INTO ds.dropped2 VALUES (1, 'only copy');
+SELECT customer_unify.split('ds_dropped2', 'ds.dropped2', 'dropped2_bits', ARRAY['nick']) > 0 AS planned;
+SELECT customer_unify.start('ds_dropped2');
+CALL customer_unify.backfill('ds_dropped2');
+SELECT customer_unify.cutover('ds_dropped2');
+SELECT count(*) AS compat_schemas FROM pg_namespace WHERE nspname LIKE '%dropped2%';
+SELECT r.relid AS source_now FROM customer_unify.migration_relation r JOIN customer_unify.migration m ON m.id = r.migration_id
+ WHERE m.name = 'ds_dropped2' AND r.role = 'source';
+ALTER EVENT TRIGGER customer_unify_guard_drop DISABLE;
+ALTER EVENT TRIGGER customer_unify_guard_ddl DISABLE;
+DO $$ BEGIN EXECUTE format('DROP TABLE %s CASCADE', (SELECT r.relid::regclass FROM customer_unify.migration_relation r
+  JOIN customer_unify.migration m ON m.id = r.migration_id WHERE m.name = 'ds_dropped2' AND r.role = 'source')); END $$;
+ALTER EVENT TRIGGER customer_unify_guard_ddl ENABLE;
+ALTER EVENT TRIGGER customer_unify_guard_drop ENABLE;
+SET client_min_messages = notice;
+SELECT customer_unify.rollback('ds_dropped2');
+SET client_min_messages = warning;
+SELECT * FROM ds.dropped2_bits;
+SELECT count(*) AS live_relations FROM customer_unify.migration_relation r JOIN customer_unify.migration m ON m.id = r.migration_id
+ WHERE m.name = 'ds_dropped2' AND r.live;
+SELECT count(*) AS compat_schemas_left FROM pg_namespace WHERE nspname LIKE '%dropped2%';
 
 -------------------------------------------------------------------------------
 -- 18. Errors a user can reach have specific SQLSTATEs (1.0: XX000).
@@ -137,3 +161,18 @@ CALL customer_unify.backfill('ds_gone');
 SELECT regress_util.try($$INSERT INTO ds.gone VALUES (1, 'x')$$) AS write_without_target;
 SELECT customer_unify.rollback('ds_gone');
 INSERT INTO ds.gone VALUES (2, 'x');
+-- _route_fires_always: the view's owner only, a view only, a router trigger only
+CREATE TABLE ds.rfa (id int PRIMARY KEY);
+CREATE VIEW ds.rfa_v AS SELECT id FROM ds.rfa;
+CREATE FUNCTION ds.noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+CREATE TRIGGER other INSTEAD OF INSERT ON ds.rfa_v FOR EACH ROW EXECUTE FUNCTION ds.noop();
+CREATE TRIGGER routed INSTEAD OF UPDATE ON ds.rfa_v FOR EACH ROW EXECUTE FUNCTION customer_unify.compat_route('1');
+SELECT regress_util.try($$SELECT customer_unify._route_fires_always('ds.rfa', 'routed')$$) AS on_a_table;
+SELECT regress_util.try($$SELECT customer_unify._route_fires_always('ds.rfa_v', 'other')$$) AS not_a_router;
+SET ROLE ds_mallory;
+SELECT regress_util.try($$SELECT customer_unify._route_fires_always('ds.rfa_v', 'routed')$$) AS not_the_owner;
+RESET ROLE;
+SELECT customer_unify._route_fires_always('ds.rfa_v', 'routed');
+SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = 'ds.rfa_v'::regclass ORDER BY 1;
+DROP VIEW ds.rfa_v;
+DROP TABLE ds.rfa;

@@ -163,7 +163,7 @@ SELECT extversion FROM pg_extension WHERE extname = 'customer_unify';
 SELECT m.name, t.tgrelid::regclass AS rel, regexp_replace(t.tgname, '_\d+_', '_<id>_') AS tgname, t.tgenabled
   FROM pg_trigger t JOIN customer_unify.migration m ON t.tgname LIKE 'customer\_unify\_' || m.id || '\_%'
  ORDER BY 1, 2, 3;
-SELECT tgrelid::regclass, tgname FROM pg_trigger WHERE tgname IN ('customer_unify_sync', 'customer_unify_sync_flush', 'customer_unify_route')
+SELECT tgrelid::regclass, tgname, tgenabled FROM pg_trigger WHERE tgname IN ('customer_unify_sync', 'customer_unify_sync_flush', 'customer_unify_route')
  ORDER BY 1, 2;
 SELECT b.stream, b.last_key, b.position IS NOT NULL AS has_position, b.key_type, b.finished_at IS NOT NULL AS finished
   FROM customer_unify.backfill_state b JOIN customer_unify.migration m ON m.id = b.migration_id ORDER BY m.name;
@@ -175,6 +175,11 @@ INSERT INTO up_b_compat.b (id, email, nick) VALUES (101, 'via 1.1 view', 'v2');
 UPDATE up_b_compat.b SET nick = 'updated via view' WHERE id = 1;
 INSERT INTO up_c_compat.c (id, email, nick) VALUES (100, 'finalized on 1.0', 'still works') RETURNING *;
 UPDATE up_c_compat.c SET nick = 'updated' WHERE id = 100 RETURNING *;
+-- its 1.0 router fires under session_replication_role = replica now
+SET session_replication_role = replica;
+UPDATE up_c_compat.c SET nick = 'replica' WHERE id = 100;
+RESET session_replication_role;
+SELECT id, nick FROM up_c_compat.c WHERE id = 100;
 CALL customer_unify.backfill('up_a', batch_size => 50);
 SELECT name, (SELECT count(*) FROM customer_unify.verify(name) v WHERE NOT v.ok) AS failing
   FROM customer_unify.migration WHERE name IN ('up_a', 'up_b') ORDER BY name;

@@ -354,52 +354,47 @@ phase_revalidate(Migration *m)
 		elog(ERROR, "customer_unify: validating the plan again failed");
 }
 
+/*
+ * Run the operation's generator fn over the migration once and store its
+ * rows with insert_sql ($1 the migration, $2 the rows as a jsonb array).
+ */
+static void
+freeze_rows(Migration *m, const char *fn, const char *insert_sql, const char *what)
+{
+	Oid			types[2] = {INT8OID, JSONBOID};
+	Datum		values[2];
+	int			rc;
+	bool		isnull;
+
+	values[0] = Int64GetDatum(m->id);
+	rc = SPI_execute_with_args(psprintf("SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(g)) "
+										"FROM customer_unify.migration m, %s(m) g "
+										"WHERE m.id OPERATOR(pg_catalog.=) $1", fn),
+							   1, types, values, NULL, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "customer_unify: generating the %s failed", what);
+	values[1] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (!isnull)
+		cu_catalog_exec(insert_sql, 2, types, values, NULL, SPI_OK_INSERT);
+}
+
 /* start: run the step generator and the copy plan once, keep their output. */
 static void
 phase_freeze(Migration *m)
 {
-	Oid			types[2] = {INT8OID, JSONBOID};
-	Datum		values[2];
-	char	   *steps_fn = operation_function(m->kind, "steps");
-	char	   *copy_fn = operation_function(m->kind, "copy_plan");
-	int			rc;
-	bool		isnull;
-	Datum		d;
-
-	values[0] = Int64GetDatum(m->id);
-	rc = SPI_execute_with_args(psprintf("SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(s)) "
-										"FROM customer_unify.migration m, %s(m) s "
-										"WHERE m.id OPERATOR(pg_catalog.=) $1", steps_fn),
-							   1, types, values, NULL, false, 1);
-	if (rc != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "customer_unify: generating the steps failed");
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	if (!isnull)
-	{
-		values[1] = d;
-		cu_catalog_exec("INSERT INTO customer_unify.step (migration_id, phase, seq, statement, inverse, "
-						"lock_mode, lock_relation, rows_estimate, registers) "
-						"SELECT $1, s.phase, s.seq, s.statement, s.inverse, s.lock_mode, s.lock_relation, "
-						"s.rows_estimate, s.registers "
-						"FROM pg_catalog.jsonb_to_recordset($2) AS s(phase text, seq int, statement text, "
-						"inverse text, lock_mode text, lock_relation text, rows_estimate bigint, registers jsonb)",
-						2, types, values, NULL, SPI_OK_INSERT);
-	}
-	rc = SPI_execute_with_args(psprintf("SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(p)) "
-										"FROM customer_unify.migration m, %s(m) p "
-										"WHERE m.id OPERATOR(pg_catalog.=) $1", copy_fn),
-							   1, types, values, NULL, false, 1);
-	if (rc != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "customer_unify: generating the copy plan failed");
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	if (!isnull)
-	{
-		values[1] = d;
-		cu_catalog_exec("INSERT INTO customer_unify.backfill_state (migration_id, stream, key_type, plan) "
-						"SELECT $1, p.stream, p.key_type, p.plan "
-						"FROM pg_catalog.jsonb_to_recordset($2) AS p(stream text, key_type regtype, plan jsonb)",
-						2, types, values, NULL, SPI_OK_INSERT);
-	}
+	freeze_rows(m, operation_function(m->kind, "steps"),
+				"INSERT INTO customer_unify.step (migration_id, phase, seq, statement, inverse, "
+				"lock_mode, lock_relation, rows_estimate, registers) "
+				"SELECT $1, s.phase, s.seq, s.statement, s.inverse, s.lock_mode, s.lock_relation, "
+				"s.rows_estimate, s.registers "
+				"FROM pg_catalog.jsonb_to_recordset($2) AS s(phase text, seq int, statement text, "
+				"inverse text, lock_mode text, lock_relation text, rows_estimate bigint, registers jsonb)",
+				"steps");
+	freeze_rows(m, operation_function(m->kind, "copy_plan"),
+				"INSERT INTO customer_unify.backfill_state (migration_id, stream, key_type, plan) "
+				"SELECT $1, p.stream, p.key_type, p.plan "
+				"FROM pg_catalog.jsonb_to_recordset($2) AS p(stream text, key_type regtype, plan jsonb)",
+				"copy plan");
 }
 
 /* ---------------------------------------------------------- steps */
@@ -534,7 +529,13 @@ rollback_steps(Migration *m, bool *keep_created)
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "customer_unify: reading the migration's relations failed");
 	steps = steps_from_result(steps, &seq, "rollback locks");
-	rc = SPI_execute_with_args("SELECT l.id AS log_id, l.inverse AS statement, l.lock_relation, l.creates_tag "
+	/* a created table is kept; a created view holds no data and goes */
+	rc = SPI_execute_with_args("SELECT l.id AS log_id, l.inverse AS statement, l.lock_relation, "
+							   "CASE WHEN EXISTS (SELECT 1 FROM customer_unify.migration_relation r "
+							   "  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) r.relid "
+							   "  WHERE r.migration_id OPERATOR(pg_catalog.=) l.migration_id "
+							   "  AND r.tag OPERATOR(pg_catalog.=) l.creates_tag AND c.relkind IN ('r', 'p')) "
+							   "THEN l.creates_tag END AS creates_tag "
 							   "FROM customer_unify.step_log l "
 							   "WHERE l.migration_id OPERATOR(pg_catalog.=) $1 AND l.outcome OPERATOR(pg_catalog.=) 'ok' "
 							   "AND l.inverse IS NOT NULL ORDER BY l.id DESC",

@@ -35,7 +35,9 @@
 
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
+#include "commands/trigger.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/bitmapset.h"
@@ -729,4 +731,59 @@ Datum
 cu_compat_view_route(PG_FUNCTION_ARGS)
 {
 	return route_row(fcinfo, true);
+}
+
+PG_FUNCTION_INFO_V1(cu_route_fires_always);
+
+/*
+ * customer_unify._route_fires_always(view regclass, trigger name): make a
+ * view's router fire whatever session_replication_role says, as ENABLE
+ * ALWAYS does for a table's trigger (ALTER TABLE refuses it on a view).
+ * Without it a write through the view under session_replication_role =
+ * replica would report its rows and change nothing.  Only the view's owner
+ * may, and only for a trigger that runs the router.
+ */
+Datum
+cu_route_fires_always(PG_FUNCTION_ARGS)
+{
+	Oid			viewid = PG_GETARG_OID(0);
+	char	   *tgname = NameStr(*PG_GETARG_NAME(1));
+	Relation	rel;
+	bool		found = false;
+	int			i;
+
+	rel = table_open(viewid, ShareRowExclusiveLock);
+	if (rel->rd_rel->relkind != RELKIND_VIEW)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a view", RelationGetRelationName(rel))));
+#if PG_VERSION_NUM >= 160000
+	if (!object_ownercheck(RelationRelationId, viewid, GetUserId()))
+#else
+	if (!pg_class_ownercheck(viewid, GetUserId()))
+#endif
+		aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_VIEW, RelationGetRelationName(rel));
+	for (i = 0; rel->trigdesc != NULL && i < rel->trigdesc->numtriggers; i++)
+	{
+		Trigger    *t = &rel->trigdesc->triggers[i];
+		char	   *fn = get_func_name(t->tgfoid);
+		Oid			fnns = get_func_namespace(t->tgfoid);
+
+		if (strcmp(t->tgname, tgname) == 0 && fn != NULL &&
+			strcmp(get_namespace_name(fnns), "customer_unify") == 0 &&
+			(strcmp(fn, "compat_route") == 0 || strcmp(fn, "compat_view_route") == 0))
+			found = true;
+	}
+	if (!found)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("view \"%s\" has no customer_unify router trigger \"%s\"",
+						RelationGetRelationName(rel), tgname)));
+#if PG_VERSION_NUM >= 160000
+	EnableDisableTrigger(rel, tgname, InvalidOid, TRIGGER_FIRES_ALWAYS, false, false, ShareRowExclusiveLock);
+#else
+	EnableDisableTrigger(rel, tgname, TRIGGER_FIRES_ALWAYS, false, ShareRowExclusiveLock);
+#endif
+	table_close(rel, NoLock);
+	PG_RETURN_VOID();
 }

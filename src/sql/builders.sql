@@ -306,9 +306,9 @@ AS $$
      ORDER BY c.attnum
 $$;
 
--- The trigger that routes writes through a compatibility view (C router).
--- (A view's triggers cannot be made ALWAYS; nobody writes a view under
--- session_replication_role = replica.)
+-- The trigger that routes writes through a compatibility view (C router),
+-- fired whatever session_replication_role says, like the tables' triggers
+-- (ALTER TABLE cannot make a view's trigger ALWAYS: _route_fires_always).
 CREATE OR REPLACE FUNCTION customer_unify._b_route_trigger(p_migration bigint, p_view text, p_route_map bigint)
     RETURNS SETOF customer_unify.step_def
     LANGUAGE sql IMMUTABLE
@@ -319,6 +319,10 @@ AS $$
                'customer_unify_' || p_migration || '_route', p_view, p_route_map),
         format('DROP TRIGGER IF EXISTS %I ON %s', 'customer_unify_' || p_migration || '_route', p_view),
         'SHARE ROW EXCLUSIVE', p_view)
+    UNION ALL
+    SELECT customer_unify._b_step(
+        format('SELECT customer_unify._route_fires_always(%L, %L)', p_view, 'customer_unify_' || p_migration || '_route'),
+        NULL, 'SHARE ROW EXCLUSIVE', p_view)
 $$;
 
 -- After finalize the router learns the stored rows from these (see router.c).

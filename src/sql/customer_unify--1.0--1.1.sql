@@ -251,6 +251,12 @@ CREATE OR REPLACE FUNCTION customer_unify.compat_view_route() RETURNS trigger
     AS 'MODULE_PATHNAME', 'cu_compat_view_route';
 COMMENT ON FUNCTION customer_unify.compat_view_route() IS
     '1.0 router of a compatibility view (arguments: names); kept for views made by 1.0.';
+CREATE OR REPLACE FUNCTION customer_unify._route_fires_always(view regclass, trigger name) RETURNS void
+    LANGUAGE c STRICT
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'cu_route_fires_always';
+COMMENT ON FUNCTION customer_unify._route_fires_always(regclass, name) IS
+    'ENABLE ALWAYS for the router trigger of a compatibility view (its owner only): writes through the view under session_replication_role = replica are routed, not lost.';
 
 -- The engine (engine.c): the only writers of the catalog.
 CREATE OR REPLACE FUNCTION customer_unify._create_migration(kind text, name text, args jsonb) RETURNS bigint
@@ -374,7 +380,8 @@ BEGIN
     IF customer_unify._phase_option('skip_verify') = 'true' THEN
         RETURN 'verify skipped: called with skip_verify => true';
     END IF;
-    EXECUTE format('SELECT string_agg(format(%L, v.check_name, v.expected, v.actual), %L ORDER BY v.check_name) FROM %s($1) v WHERE NOT v.ok',
+    -- the exact row-by-row comparison, without the checksums a DBA reads
+    EXECUTE format('SELECT string_agg(format(%L, v.check_name, v.expected, v.actual), %L ORDER BY v.check_name) FROM %s($1, false) v WHERE NOT v.ok',
                    '%s: expected %s, got %s', '; ', customer_unify._operation_function(m.kind, 'verify'))
        INTO v_failed USING m;
     IF v_failed IS NOT NULL THEN
@@ -747,9 +754,9 @@ AS $$
      ORDER BY c.attnum
 $$;
 
--- The trigger that routes writes through a compatibility view (C router).
--- (A view's triggers cannot be made ALWAYS; nobody writes a view under
--- session_replication_role = replica.)
+-- The trigger that routes writes through a compatibility view (C router),
+-- fired whatever session_replication_role says, like the tables' triggers
+-- (ALTER TABLE cannot make a view's trigger ALWAYS: _route_fires_always).
 CREATE OR REPLACE FUNCTION customer_unify._b_route_trigger(p_migration bigint, p_view text, p_route_map bigint)
     RETURNS SETOF customer_unify.step_def
     LANGUAGE sql IMMUTABLE
@@ -760,6 +767,10 @@ AS $$
                'customer_unify_' || p_migration || '_route', p_view, p_route_map),
         format('DROP TRIGGER IF EXISTS %I ON %s', 'customer_unify_' || p_migration || '_route', p_view),
         'SHARE ROW EXCLUSIVE', p_view)
+    UNION ALL
+    SELECT customer_unify._b_step(
+        format('SELECT customer_unify._route_fires_always(%L, %L)', p_view, 'customer_unify_' || p_migration || '_route'),
+        NULL, 'SHARE ROW EXCLUSIVE', p_view)
 $$;
 
 -- After finalize the router learns the stored rows from these (see router.c).
@@ -819,7 +830,8 @@ CREATE OR REPLACE FUNCTION customer_unify._compare(
     p_left regclass, p_left_key text,
     p_right regclass, p_right_key text,
     p_join text,
-    p_columns jsonb)
+    p_columns jsonb,
+    p_checksums boolean DEFAULT true)
     RETURNS TABLE (check_name text, expected text, actual text, ok boolean)
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -829,12 +841,20 @@ DECLARE
     v_res jsonb;
     c record;
 BEGIN
+    -- rows differ when their stored images do (the *= of REFRESH MATERIALIZED
+    -- VIEW CONCURRENTLY): exact for every type, json, xml and point included,
+    -- which have no equality operator; two NULLs are the same
     FOR c IN SELECT x.col, x.n FROM jsonb_array_elements(p_columns) WITH ORDINALITY x(col, n) ORDER BY x.n LOOP
+        IF p_checksums THEN
+            v_sel := v_sel || format(
+                ', ''l%1$s'', sum(hashtextextended(ROW(%2$s, %3$s)::text, 0)::numeric) FILTER (WHERE %6$s)'
+                ', ''r%1$s'', sum(hashtextextended(ROW(%4$s, %5$s)::text, 0)::numeric) FILTER (WHERE %7$s)',
+                c.n, p_left_key, c.col->>'left', p_right_key, c.col->>'right',
+                format('(%s) IS NOT NULL', p_left_key), format('(%s) IS NOT NULL', p_right_key));
+        END IF;
         v_sel := v_sel || format(
-            ', ''l%1$s'', sum(hashtextextended(ROW(%2$s, %3$s)::text, 0)::numeric) FILTER (WHERE %6$s)'
-            ', ''r%1$s'', sum(hashtextextended(ROW(%4$s, %5$s)::text, 0)::numeric) FILTER (WHERE %7$s)'
-            ', ''d%1$s'', count(*) FILTER (WHERE %6$s AND %7$s AND (%3$s) IS DISTINCT FROM (%5$s))',
-            c.n, p_left_key, c.col->>'left', p_right_key, c.col->>'right',
+            ', ''d%1$s'', count(*) FILTER (WHERE %4$s AND %5$s AND NOT pg_catalog.record_image_eq(ROW(%2$s), ROW(%3$s)))',
+            c.n, c.col->>'left', c.col->>'right',
             format('(%s) IS NOT NULL', p_left_key), format('(%s) IS NOT NULL', p_right_key));
     END LOOP;
     EXECUTE format(
@@ -854,19 +874,25 @@ BEGIN
     check_name := 'orphans_in_target'; expected := '0'; actual := v_res->>'orphans';
     ok := expected = actual; RETURN NEXT;
     FOR c IN SELECT x.col, x.n FROM jsonb_array_elements(p_columns) WITH ORDINALITY x(col, n) ORDER BY x.n LOOP
-        check_name := 'checksum:' || (c.col->>'name');
-        expected := coalesce(v_res->>('l' || c.n), 'empty');
-        actual := coalesce(v_res->>('r' || c.n), 'empty');
-        ok := expected = actual AND (v_res->>('d' || c.n))::bigint = 0;
-        IF expected = actual AND NOT ok THEN
-            actual := actual || format(' (but %s rows differ)', v_res->>('d' || c.n));
+        IF p_checksums THEN
+            check_name := 'checksum:' || (c.col->>'name');
+            expected := coalesce(v_res->>('l' || c.n), 'empty');
+            actual := coalesce(v_res->>('r' || c.n), 'empty');
+            ok := expected = actual AND (v_res->>('d' || c.n))::bigint = 0;
+            IF expected = actual AND NOT ok THEN
+                actual := actual || format(' (but %s rows differ)', v_res->>('d' || c.n));
+            END IF;
+        ELSE
+            check_name := 'rows_differ:' || (c.col->>'name');
+            expected := '0'; actual := v_res->>('d' || c.n);
+            ok := expected = actual;
         END IF;
         RETURN NEXT;
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION customer_unify._compare(regclass, text, regclass, text, text, jsonb) IS
-    'Compares two relations row by row in one statement: counts, missing and orphan rows, and per column the rows that differ and a checksum of each side.';
+COMMENT ON FUNCTION customer_unify._compare(regclass, text, regclass, text, text, jsonb, boolean) IS
+    'Compares two relations row by row in one statement: counts, missing and orphan rows, and per column the rows that differ; with p_checksums also a checksum of each side, for the DBA (the row-by-row comparison alone is exact: it is what finalize runs while writes wait).';
 -------------------------------------------------------------------------------
 -- guard.sql: the application's schema changes under a live migration are
 -- refused with a clear error, or followed.
@@ -1769,7 +1795,7 @@ AS $$
 $$;
 
 -- verify: the source's moved columns against the target, row by row, and the link FK.
-CREATE OR REPLACE FUNCTION customer_unify._split_verify(m customer_unify.migration)
+CREATE OR REPLACE FUNCTION customer_unify._split_verify(m customer_unify.migration, checksums boolean DEFAULT true)
     RETURNS TABLE (check_name text, expected text, actual text, ok boolean)
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -1789,7 +1815,8 @@ BEGIN
         m.source, format('s.%I', v_key), v_tgt, format('t.%I', v_link),
         format('t.%I %s s.%I', v_link, customer_unify._b_key_eq(m.source, v_key), v_key),
         (SELECT jsonb_agg(jsonb_build_object('name', c, 'left', format('s.%I', c), 'right', format('t.%I', c)))
-           FROM customer_unify._split_moved(m) c));
+           FROM customer_unify._split_moved(m) c),
+        checksums);
     SELECT c.convalidated INTO v_fk
       FROM pg_constraint c
      WHERE c.conrelid = v_tgt AND c.contype = 'f' AND c.confrelid = m.source;
@@ -2163,7 +2190,7 @@ VALUES ('split',
         'customer_unify._split_validate(text, jsonb)',
         'customer_unify._split_steps(customer_unify.migration)',
         'customer_unify._split_copy_plan(customer_unify.migration)',
-        'customer_unify._split_verify(customer_unify.migration)',
+        'customer_unify._split_verify(customer_unify.migration, boolean)',
         'customer_unify._split_dependents(customer_unify.migration)',
         'customer_unify._split_describe(customer_unify.migration)',
         'customer_unify._split_security_steps(customer_unify.migration)');
@@ -2307,6 +2334,23 @@ BEGIN
     END LOOP;
 END
 $upgrade$;
+
+-- Views finalized by 1.0 keep their 1.0 router: it fires whatever
+-- session_replication_role says from now on, as the 1.1 router does.
+DO $always$
+DECLARE
+    t record;
+BEGIN
+    FOR t IN SELECT tg.tgrelid::regclass AS view, tg.tgname
+               FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid
+              WHERE c.relkind = 'v' AND tg.tgenabled <> 'A'
+                AND tg.tgfoid IN ('customer_unify.compat_route()'::regprocedure,
+                                  'customer_unify.compat_view_route()'::regprocedure)
+    LOOP
+        PERFORM customer_unify._route_fires_always(t.view, t.tgname);
+    END LOOP;
+END
+$always$;
 -------------------------------------------------------------------------------
 -- guard-triggers.sql: the event triggers of the DDL guard (guard.sql), made
 -- last, once the catalog is complete.

@@ -83,6 +83,12 @@ CREATE OR REPLACE FUNCTION customer_unify.compat_view_route() RETURNS trigger
     AS 'MODULE_PATHNAME', 'cu_compat_view_route';
 COMMENT ON FUNCTION customer_unify.compat_view_route() IS
     '1.0 router of a compatibility view (arguments: names); kept for views made by 1.0.';
+CREATE OR REPLACE FUNCTION customer_unify._route_fires_always(view regclass, trigger name) RETURNS void
+    LANGUAGE c STRICT
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'cu_route_fires_always';
+COMMENT ON FUNCTION customer_unify._route_fires_always(regclass, name) IS
+    'ENABLE ALWAYS for the router trigger of a compatibility view (its owner only): writes through the view under session_replication_role = replica are routed, not lost.';
 
 -- The engine (engine.c): the only writers of the catalog.
 CREATE OR REPLACE FUNCTION customer_unify._create_migration(kind text, name text, args jsonb) RETURNS bigint
@@ -206,7 +212,8 @@ BEGIN
     IF customer_unify._phase_option('skip_verify') = 'true' THEN
         RETURN 'verify skipped: called with skip_verify => true';
     END IF;
-    EXECUTE format('SELECT string_agg(format(%L, v.check_name, v.expected, v.actual), %L ORDER BY v.check_name) FROM %s($1) v WHERE NOT v.ok',
+    -- the exact row-by-row comparison, without the checksums a DBA reads
+    EXECUTE format('SELECT string_agg(format(%L, v.check_name, v.expected, v.actual), %L ORDER BY v.check_name) FROM %s($1, false) v WHERE NOT v.ok',
                    '%s: expected %s, got %s', '; ', customer_unify._operation_function(m.kind, 'verify'))
        INTO v_failed USING m;
     IF v_failed IS NOT NULL THEN

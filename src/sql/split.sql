@@ -635,7 +635,7 @@ AS $$
 $$;
 
 -- verify: the source's moved columns against the target, row by row, and the link FK.
-CREATE OR REPLACE FUNCTION customer_unify._split_verify(m customer_unify.migration)
+CREATE OR REPLACE FUNCTION customer_unify._split_verify(m customer_unify.migration, checksums boolean DEFAULT true)
     RETURNS TABLE (check_name text, expected text, actual text, ok boolean)
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -655,7 +655,8 @@ BEGIN
         m.source, format('s.%I', v_key), v_tgt, format('t.%I', v_link),
         format('t.%I %s s.%I', v_link, customer_unify._b_key_eq(m.source, v_key), v_key),
         (SELECT jsonb_agg(jsonb_build_object('name', c, 'left', format('s.%I', c), 'right', format('t.%I', c)))
-           FROM customer_unify._split_moved(m) c));
+           FROM customer_unify._split_moved(m) c),
+        checksums);
     SELECT c.convalidated INTO v_fk
       FROM pg_constraint c
      WHERE c.conrelid = v_tgt AND c.contype = 'f' AND c.confrelid = m.source;

@@ -7,17 +7,20 @@
 #   cancel     pg_cancel_backend of the backend running the backfill
 #   terminate  pg_terminate_backend of the backend running the backfill
 # a fresh database gets a users table (~200k rows, sparse bigint ids), a split
-# migration users -> profiles is started, and
+# migration users -> profiles is started (its per-migration sync triggers,
+# customer_unify_<id>_*, ENABLE ALWAYS), and
 #   1. CALL customer_unify.backfill('m', batch_size => 1000, sleep_ms => ...) runs
 #      in a background psql while another session updates, deletes and inserts
 #      users rows (behind the checkpoint, ahead of it, and around it);
 #   2. the backfill is interrupted mid-way;
-#   3. the checkpoint is checked: state still 'started', rows_done > 0 and not
-#      finished, every source row at or below last_key present and equal in
+#   3. the checkpoint is checked: state still 'started', one copy stream
+#      ('main'), rows_done > 0 and not finished, the binary position equal to
+#      last_key, every source row at or below last_key present and equal in
 #      profiles, no orphan profile;
 #   4. more writes while no backfill runs, then the backfill is resumed (with
 #      concurrent writes again) and runs to completion;
-#   5. state 'backfilled', verify() all ok (state 'verified'), target count ==
+#   5. state 'backfilled', finished_at set and the checkpoint at the copy's
+#      end key, verify() all ok (state 'verified'), target count ==
 #      source count, no duplicate link values, every source row's moved values
 #      equal the target's, the FK exists and is valid, and the source equals a
 #      shadow copy that received the same writes without the extension;
@@ -69,11 +72,16 @@ sub bstate
 	my $r = q1(
 		$db, q{
 		SELECT m.state, coalesce(b.rows_done, 0), coalesce(b.last_key::text, ''),
-		       b.finished_at IS NOT NULL, coalesce(b.batches, 0)
+		       b.finished_at IS NOT NULL, coalesce(b.batches, 0),
+		       -- the binary checkpoint (int8send: 8 bytes, big-endian) is the key last_key shows
+		       CASE WHEN b.position IS NULL THEN b.last_key IS NULL
+		            ELSE length(b.position) = 8
+		                 AND ('x' || encode(b.position, 'hex'))::bit(64)::bigint::text = b.last_key END,
+		       (SELECT count(*) FROM customer_unify.backfill_state x WHERE x.migration_id = m.id)
 		  FROM customer_unify.migration m
-		  LEFT JOIN customer_unify.backfill_state b ON b.migration_id = m.id
+		  LEFT JOIN customer_unify.backfill_state b ON b.migration_id = m.id AND b.stream = 'main'
 		 WHERE m.name = 'm'});
-	my ($state, $rows, $lk, $fin, $batches) = split /\|/, $r, -1;
+	my ($state, $rows, $lk, $fin, $batches, $pos_ok, $streams) = split /\|/, $r, -1;
 	my $lknum;
 	$lknum = $1 if defined $lk && $lk =~ /^\D*?(-?\d+)\D*$/;
 	return {
@@ -83,6 +91,8 @@ sub bstate
 		last_key_n  => $lknum,
 		finished    => ($fin // '') eq 't',
 		batches     => $batches // 0,
+		position_ok => ($pos_ok // '') eq 't',
+		streams     => $streams // 0,
 	};
 }
 
@@ -133,6 +143,18 @@ sub setup_db
 		'started', "$db: start() returns 'started'");
 	is(q1($db, q{SELECT to_regclass('public.profiles') IS NOT NULL}),
 		't', "$db: start() created public.profiles");
+	# 1.1: the sync triggers are named per migration and fire ALWAYS
+	is( q1(
+			$db, qq{SELECT string_agg(tgrelid::regclass || '.' || tgname || ':' || tgenabled::text, ',' ORDER BY tgrelid::regclass::text, tgname)
+			  FROM pg_trigger WHERE tgrelid IN ('public.users'::regclass, 'public.profiles'::regclass) AND NOT tgisinternal}),
+		join(',',
+			map { "$_:A" } "profiles.customer_unify_${id}_sync", "profiles.customer_unify_${id}_truncate",
+			"users.customer_unify_${id}_flush", "users.customer_unify_${id}_sync",
+			"users.customer_unify_${id}_truncate", "users.customer_unify_${id}_truncate_begin"),
+		"$db: start() created the migration's sync triggers, ENABLE ALWAYS");
+	my $st = bstate($db);
+	ok($st->{streams} == 1 && $st->{rows_done} == 0 && $st->{last_key} eq '' && !$st->{finished},
+		"$db: one copy stream 'main', nothing copied yet");
 	return;
 }
 
@@ -433,6 +455,8 @@ sub check_checkpoint
 	ok(!$st->{finished}, "$db: backfill not marked finished");
 	ok($st->{rows_done} < $NROWS, "$db: rows_done ($st->{rows_done}) < $NROWS");
 	ok(defined $st->{last_key_n}, "$db: last_key is a number ($st->{last_key})");
+	ok($st->{position_ok}, "$db: position holds last_key in binary");
+	is($st->{streams}, 1, "$db: one backfill_state row (stream 'main')");
 	my $lk = $st->{last_key_n} // 0;
 	is( q1(
 			$db, qq{
@@ -465,6 +489,9 @@ sub check_complete
 	my $st = bstate($db);
 	is($st->{state}, 'backfilled', "$db: state 'backfilled' after the resumed backfill");
 	ok($st->{finished}, "$db: backfill_state.finished_at set");
+	ok($st->{position_ok} && defined $st->{last_key_n}, "$db: position holds last_key ($st->{last_key}) in binary");
+	is( q1($db, q{SELECT b.last_key = b.end_key AND b.position = b.end_position FROM customer_unify.backfill_state b}),
+		't', "$db: the checkpoint is at the copy's end key");
 
 	my $fk = q1(
 		$db, q{

@@ -25,7 +25,18 @@
 #      rewritten (same relfilenode); the target, triggers and compat schema
 #      are gone; a second rollback fails with 55000; the table can be
 #      migrated again.
-# Finally rollback after finalize fails with SQLSTATE 55000 and changes nothing.
+# Along the way: the per-migration triggers (customer_unify_<id>_sync, _flush,
+# _truncate_begin, _truncate on the source, _sync and _truncate on the target,
+# ENABLE ALWAYS; at most _route on the compat view) exist, and a write through
+# the compat view in replica mode (session_replication_role = replica)
+# reaches the tables or is refused, never silently dropped.
+# Then rollback after finalize fails with SQLSTATE 55000 and changes nothing;
+# after finalize only the _capture triggers remain on the tables and _route
+# on the view (the router fires in replica mode too), and the catalog is readable but not
+# writable by other roles (42501).
+# Finally the source is dropped behind the DDL guard's back (which refuses it
+# with 55006 while switched on): rollback keeps the target, which holds the
+# only copy of the moved columns, drops the rest and says so in a NOTICE.
 use strict;
 use warnings;
 
@@ -265,6 +276,50 @@ sub compat_writes
 	return;
 }
 
+# The migration's own triggers on a relation, as name:tgenabled, with the
+# migration id replaced by ID.
+sub own_triggers
+{
+	my ($db, $rel, $mig) = @_;
+	my $id = $node->safe_psql($db, "SELECT id FROM customer_unify.migration WHERE name = " . lit($mig));
+	my $t = $node->safe_psql(
+		$db, qq{
+		SELECT coalesce(string_agg(tgname || ':' || tgenabled::text, ',' ORDER BY tgname), '')
+		  FROM pg_trigger WHERE tgrelid = '$rel'::regclass AND tgname LIKE 'customer\\_unify\\_%'});
+	$t =~ s/customer_unify_\Q$id\E_/customer_unify_ID_/g;
+	return $t;
+}
+
+# A write through the compatibility view from a session in replica mode (a
+# restore, a logical replica's apply): the route trigger is ENABLE ALWAYS, so
+# the write reaches the tables, or it is refused; it is never dropped
+# silently.  The shadow gets it only if it was applied.
+sub compat_replica_write
+{
+	my ($db, $v) = @_;
+	my $sp = qid("$v->{name}_compat");
+	my ($rc, $out, $err) = $node->psql(
+		$db, qq{
+		BEGIN;
+		SET LOCAL session_replication_role = replica;
+		UPDATE $sp."Users" SET "FirstName" = 'ReplicaRouted', email = 'replica\@example.org' WHERE id = 40;
+		COMMIT;}, on_error_stop => 1);
+	my $now = $node->safe_psql($db, q{SELECT "FirstName" || '/' || email FROM public."Users" WHERE id = 40});
+	if ($rc == 0)
+	{
+		is($now, 'ReplicaRouted/replica@example.org',
+			"$db: a write through the compat view in replica mode reaches the source (not dropped silently)");
+		$node->safe_psql($db,
+			q{UPDATE shadow."Users" SET "FirstName" = 'ReplicaRouted', email = 'replica@example.org' WHERE id = 40})
+		  if $now eq 'ReplicaRouted/replica@example.org';
+	}
+	else
+	{
+		unlike($now, qr/ReplicaRouted/, "$db: a write through the compat view in replica mode is refused ($err)");
+	}
+	return;
+}
+
 # ------------------------------------------------------------------ cases
 
 my $case = 0;
@@ -298,6 +353,12 @@ for my $vk (sort keys %VARIANT)
 		{
 			run_ok($db, "SELECT customer_unify.start($m)", "$db: start()");
 			is(state_of($db, $v->{name}), 'started', "$db: started");
+			is( own_triggers($db, 'public."Users"', $v->{name}),
+				'customer_unify_ID_flush:A,customer_unify_ID_sync:A,customer_unify_ID_truncate:A,customer_unify_ID_truncate_begin:A',
+				"$db: the source has the migration's sync, flush and truncate triggers, ENABLE ALWAYS");
+			is( own_triggers($db, 'public.' . qid($v->{target}), $v->{name}),
+				'customer_unify_ID_sync:A,customer_unify_ID_truncate:A',
+				"$db: the target has the migration's sync and truncate triggers, ENABLE ALWAYS");
 		}
 		if ($state eq 'mid-backfill')
 		{
@@ -328,12 +389,19 @@ for my $vk (sort keys %VARIANT)
 		{
 			run_ok($db, "SELECT customer_unify.cutover($m)", "$db: cutover()");
 			is(state_of($db, $v->{name}), 'cut_over', "$db: cut_over");
+			# the live view is either plain (PostgreSQL updates it) or routed by the migration's trigger
+			like(own_triggers($db, qid("$v->{name}_compat") . '."Users"', $v->{name}),
+				qr/^(customer_unify_ID_route:[AO])?$/, "$db: the compat view has no trigger but the migration's route trigger");
 		}
 
 		# ---- write in that state
 		direct_writes($db, $state);
 		target_writes($db, $v) if grep { $state eq $_ } qw(backfilled verified cut_over);
-		compat_writes($db, $v) if $state eq 'cut_over';
+		if ($state eq 'cut_over')
+		{
+			compat_writes($db, $v);
+			compat_replica_write($db, $v);
+		}
 
 		my $sum_src = checksums($db, 'public');
 		is($sum_src, checksums($db, 'shadow'),
@@ -405,6 +473,44 @@ for my $vk (sort keys %VARIANT)
 		SELECT customer_unify.finalize('fin');},
 		"$db: split run through finalize");
 	is(state_of($db, 'fin'), 'finalized', "$db: state finalized");
+	is(own_triggers($db, 'public.users', 'fin'), 'customer_unify_ID_capture:A',
+		"$db: after finalize the source has only the capture trigger, ENABLE ALWAYS");
+	is(own_triggers($db, 'public.profiles', 'fin'), 'customer_unify_ID_capture:A',
+		"$db: after finalize the target has only the capture trigger, ENABLE ALWAYS");
+	like(own_triggers($db, 'fin_compat.users', 'fin'), qr/^customer_unify_ID_route:A$/,
+		"$db: after finalize the compat view has the route trigger, firing in replica mode too");
+	{
+		# ALTER TABLE cannot make a view's trigger ENABLE ALWAYS; finalize
+		# does it with _route_fires_always, or in replica mode the joined
+		# view's write would do nothing, yet report a row
+		my ($rc, $out, $err) = $node->psql(
+			$db, q{
+			BEGIN;
+			SET LOCAL session_replication_role = replica;
+			UPDATE fin_compat.users SET first_name = 'ReplicaRouted', email = 'replica@example.org' WHERE id = 7;
+			COMMIT;}, on_error_stop => 1);
+		my $now = $node->safe_psql($db, q{SELECT first_name || '/' || email FROM fin_compat.users WHERE id = 7});
+		ok(($rc == 0 && $now eq 'ReplicaRouted/replica@example.org') || ($rc != 0 && $now !~ /ReplicaRouted/),
+			"$db: a write through the finalized compat view in replica mode is applied or refused, not dropped silently ($now)");
+	}
+	# undo it if it was applied, so that the checks below see the finalized data
+	$node->safe_psql($db, q{UPDATE profiles SET first_name = 'F7' WHERE user_id = 7 AND first_name = 'ReplicaRouted'});
+	$node->safe_psql($db, q{UPDATE users SET email = 'u7@example.com' WHERE id = 7 AND email = 'replica@example.org'});
+
+	# the catalog is written by the engine only: others may read it
+	for my $t (qw(migration step_log backfill_state migration_relation step sync_map sync_map_column))
+	{
+		is( $node->safe_psql(
+				$db, qq{SELECT has_table_privilege('cu_app', 'customer_unify.$t', 'SELECT')
+				  || '/' || has_table_privilege('cu_app', 'customer_unify.$t', 'INSERT, UPDATE, DELETE, TRUNCATE')}),
+			'true/false', "$db: customer_unify.$t: a non-owner may SELECT, not write");
+	}
+	{
+		my ($rc, $out, $err) = $node->psql($db,
+			"\\set VERBOSITY sqlstate\nSET ROLE cu_app;\nUPDATE customer_unify.migration SET state = 'cut_over' WHERE name = 'fin';");
+		like($err, qr/\b42501\b/, "$db: a non-owner's UPDATE of the catalog fails with 42501");
+		is(state_of($db, 'fin'), 'finalized', "$db: ... and changes nothing");
+	}
 	my $dump = schema_dump($db);
 	my $sum = $node->safe_psql($db,
 		q{SELECT md5(string_agg(t::text, ',' ORDER BY user_id)) FROM profiles t});
@@ -417,6 +523,81 @@ for my $vk (sort keys %VARIANT)
 	is( $node->safe_psql($db,
 			q{SELECT md5(string_agg(t::text, ',' ORDER BY user_id)) FROM profiles t}),
 		$sum, "$db: failed rollback changed no data");
+}
+
+# ------------------------------------- rollback after the source was dropped
+# The DDL guard refuses to drop a live migration's source (55006). With the
+# guard switched off, the source can be dropped anyway; rollback then keeps
+# the target (it holds the only copy of the moved columns), drops the rest
+# (the sync triggers on the target, the compat schema) and says so in a
+# NOTICE.
+for my $state ('mid-backfill', 'cut_over')
+{
+	(my $sname = $state) =~ s/-/_/g;
+	my $db = "rb_gone_$sname";
+	note "==================== rollback from $state after the source was dropped ====================";
+	$node->safe_psql('postgres', "CREATE DATABASE $db");
+	$node->safe_psql(
+		$db, q{
+		CREATE EXTENSION customer_unify;
+		CREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL, first_name text, phone text);
+		INSERT INTO users SELECT g, 'u' || g || '@example.com', 'F' || g, '+1555' || g FROM generate_series(1, 300) g;
+		SELECT customer_unify.split(name => 'gone', source => 'public.users'::regclass,
+		    target => 'profiles', columns => ARRAY['first_name', 'phone'], link_column => 'user_id');
+		SELECT customer_unify.start('gone');
+	});
+	if ($state eq 'mid-backfill')
+	{
+		run_ok($db, q{CALL customer_unify.backfill('gone', batch_size => 50, max_batches => 2)},
+			"$db: partial backfill");
+	}
+	else
+	{
+		run_ok(
+			$db, q{
+			CALL customer_unify.backfill('gone', batch_size => 100);
+			SELECT count(*) FROM customer_unify.verify('gone');
+			SELECT customer_unify.cutover('gone');},
+			"$db: split run to cut_over");
+	}
+	my $copy = $node->safe_psql($db,
+		q{SELECT count(*) || ':' || md5(coalesce(string_agg(t::text, ',' ORDER BY user_id), '')) FROM profiles t});
+
+	my ($rc, $out, $err) = $node->psql($db, "\\set VERBOSITY sqlstate\nDROP TABLE users CASCADE");
+	like($err, qr/\b55006\b/, "$db: the guard refuses DROP TABLE of the live source (55006)");
+	is($node->safe_psql($db, q{SELECT to_regclass('public.users') IS NOT NULL}), 't', "$db: ... the source is still there");
+
+	run_ok(
+		$db, q{
+		ALTER EVENT TRIGGER customer_unify_guard_drop DISABLE;
+		ALTER EVENT TRIGGER customer_unify_guard_ddl DISABLE;
+		DROP TABLE users CASCADE;
+		ALTER EVENT TRIGGER customer_unify_guard_drop ENABLE;
+		ALTER EVENT TRIGGER customer_unify_guard_ddl ENABLE;},
+		"$db: the source dropped with the guard switched off");
+
+	($rc, $out, $err) = $node->psql($db, q{SELECT customer_unify.rollback('gone')});
+	is($rc, 0, "$db: rollback succeeds without the source") or diag($err);
+	is($out, 'rolled_back', "$db: rollback returns 'rolled_back'");
+	like($err, qr/NOTICE:.*keeping\b.*\b(target|profiles)\b/, "$db: a NOTICE says the target is kept") or diag($err);
+	is(state_of($db, 'gone'), 'rolled_back', "$db: state 'rolled_back'");
+	is($node->safe_psql($db,
+			q{SELECT count(*) || ':' || md5(coalesce(string_agg(t::text, ',' ORDER BY user_id), '')) FROM profiles t}),
+		$copy, "$db: the target is kept with all its rows");
+	is( $node->safe_psql($db, q{SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.profiles'::regclass}),
+		'0', "$db: the target's sync triggers are dropped");
+	is($node->safe_psql($db, q{SELECT count(*) FROM pg_namespace WHERE nspname = 'gone_compat'}),
+		'0', "$db: no compat schema left");
+	is( $node->safe_psql($db, q{SELECT count(*) FROM customer_unify.migration_relation WHERE live}),
+		'0', "$db: no relation of the migration is live any more");
+	run_ok(
+		$db, q{
+		INSERT INTO profiles (user_id, first_name, phone) VALUES (100001, 'Kept', NULL);
+		UPDATE profiles SET phone = '+1' WHERE user_id = 1;
+		DELETE FROM profiles WHERE user_id = 100001;},
+		"$db: the kept target is an ordinary table again (writes work)");
+	run_ok($db, 'DROP TABLE profiles', "$db: and it can be dropped (the guard lets it go)");
+	$node->safe_psql('postgres', "DROP DATABASE $db WITH (FORCE)");
 }
 
 $node->stop;

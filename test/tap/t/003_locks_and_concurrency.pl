@@ -2,7 +2,7 @@
 # they wait, give up cleanly, and refuse to run twice at once.
 #
 # Real concurrent sessions (background psql), one fresh database per
-# scenario (a users table of $NROWS rows split into users + profiles):
+# scenario (a users table of 20,000 rows split into users + profiles):
 #
 #  a) nothing held while waiting: session B keeps a lock on profiles that the
 #     phase needs (ACCESS SHARE for finalize and rollback, SHARE UPDATE
@@ -11,9 +11,11 @@
 #     customer_unify.lock_retries = 15, so it keeps retrying; meanwhile
 #     session C reads and updates users with lock_timeout 2s, and every one
 #     of its statements must succeed (a phase that kept its lock on users
-#     while it waited for profiles would make them time out). A second call
-#     of the same phase meanwhile fails at once with 55006. Then B commits
-#     and A's phase succeeds.
+#     while it waited for profiles would make them time out). A watcher
+#     session checks that A was really seen holding users while it waited
+#     (so C's statements did meet A's attempts). A second call of the same
+#     phase meanwhile fails at once with 55006. Then B commits and A's phase
+#     succeeds.
 #  b) when the lock never comes free the phase fails with 55P03 after the
 #     configured retries, and the migration's state, the schema and the data
 #     are unchanged (start, end of backfill, finalize, rollback); once the
@@ -138,10 +140,8 @@ sub session
 	my ($db) = @_;
 	my $s = $node->background_psql($db, on_error_stop => 0);
 	$s->set_query_timer_restart;
-	$s->query_safe('\set VERBOSITY verbose');
-	my $pid = $s->query_safe('SELECT pg_backend_pid()');
-	$pid =~ s/\s+//g;
-	$s->{cu_pid} = $pid;
+	run_safe($s, '\set VERBOSITY verbose');
+	$s->{cu_pid} = run_safe($s, 'SELECT pg_backend_pid()');
 	return $s;
 }
 
@@ -158,7 +158,7 @@ sub send_async
 	my ($s, $sql, $tag) = @_;
 	$s->{stdout} = '';
 	$s->{stderr} = '';
-	$s->{stdin} .= "$sql;\n\\echo '$tag:done'\n\\warn '$tag:done'\n";
+	$s->{stdin} .= "$sql\n;\n\\echo '$tag:done'\n\\warn '$tag:done'\n";
 	$s->{timeout}->start;
 	$s->{run}->pump_nb;
 	return;
@@ -186,11 +186,18 @@ sub collect
 sub run_in
 {
 	my ($s, $sql) = @_;
-	my $out = $s->query($sql);
-	my $err = $s->{stderr};
-	$s->{stderr} = '';
-	$out =~ s/\s+\z//;
-	return ($out, $err);
+	my $tag = 'q' . ++$s->{cu_queries};
+	send_async($s, $sql, $tag);
+	return collect($s, $tag);
+}
+
+# The same, dying on an error.
+sub run_safe
+{
+	my ($s, $sql) = @_;
+	my ($out, $err) = run_in($s, $sql);
+	die "query failed: $sql\n$err" if $err ne '';
+	return $out;
 }
 
 # Does backend $pid wait for a lock on relation $rel?
@@ -207,14 +214,46 @@ sub still_running
 	return q1($db, "SELECT count(*) FROM pg_stat_activity WHERE pid = $pid AND state = 'active'") eq '1';
 }
 
+# A DO block for a watcher session: $n looks, 20 ms apart, at the locks of
+# backend $pid; reports in a NOTICE how often it held a lock on users that
+# blocks writers (what a phase takes first) while it waited for one on
+# profiles.  Each look is a statement of its own (a fresh pg_locks).
+sub watch_phase_sql
+{
+	my ($pid, $n) = @_;
+	return qq{DO \$\$
+DECLARE
+    hits int := 0;
+BEGIN
+    FOR i IN 1 .. $n LOOP
+        IF EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = $pid AND l.granted
+                      AND l.locktype = 'relation' AND l.relation = 'users'::regclass
+                      AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock'))
+           AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = $pid AND NOT l.granted
+                      AND l.locktype = 'relation' AND l.relation = 'profiles'::regclass) THEN
+            hits := hits + 1;
+        END IF;
+        PERFORM pg_sleep(0.02);
+    END LOOP;
+    RAISE NOTICE 'holding_hits=%', hits;
+END
+\$\$};
+}
+
 # Session C: $n rounds of a read and an update of users, each under
-# lock_timeout 2s; every statement must succeed.  Returns the last email set.
+# lock_timeout 2s; every statement must succeed.  Meanwhile a watcher looks
+# at the locks of the phase's backend $apid: it must have been seen holding
+# users while it waited for profiles (else the scenario proved nothing).
+# Returns the last email set.
 sub application_round
 {
-	my ($db, $c, $label, $n, $uid) = @_;
+	my ($db, $c, $label, $n, $uid, $apid) = @_;
 	my ($reads, $writes) = (0, 0);
 	my @errors;
 	my $email;
+	my $w = session($db);
+	my $looks = 150;
+	send_async($w, watch_phase_sql($apid, $looks), 'watch');
 	for my $i (1 .. $n)
 	{
 		my ($out, $err) = run_in($c, "SET lock_timeout = '2s'; SELECT count(*) FROM users");
@@ -231,6 +270,12 @@ sub application_round
 	  or diag(join("\n", @errors));
 	is($writes, $n, "$db: $label: all $n updates of users by session C succeed (lock_timeout 2s)")
 	  or diag(join("\n", @errors));
+	my ($wout, $werr) = collect($w, 'watch');
+	end_session($w);
+	my $seen = $werr =~ /holding_hits=(\d+)/ ? $1 : 0;
+	ok($seen > 0,
+		"$db: $label: meanwhile the phase was seen holding users while it waited for profiles ($seen of $looks looks)")
+	  or diag($werr);
 	return $email;
 }
 
@@ -274,6 +319,12 @@ sub snapshot
 			                                  || (b.finished_at IS NOT NULL), ','), 'none')
 			  FROM customer_unify.backfill_state b JOIN customer_unify.migration m ON m.id = b.migration_id
 			 WHERE m.name = 'm'}),
+		catalog => q1(
+			$db, q{SELECT (SELECT count(*) FROM customer_unify.step)
+			  || ' ' || (SELECT coalesce(string_agg(r.tag || '=' || r.relid::oid || '/' || r.live, ',' ORDER BY r.tag), '')
+			               FROM customer_unify.migration_relation r)
+			  || ' ' || (SELECT coalesce(string_agg(x.name || '=' || x.mode, ',' ORDER BY x.name), '')
+			               FROM customer_unify.sync_map x)}),
 	};
 }
 
@@ -288,6 +339,7 @@ sub same_snapshot
 	is($after->{profiles}, $before->{profiles}, "$db: $what: profiles unchanged");
 	is($after->{log},      $before->{log},      "$db: $what: step log unchanged");
 	is($after->{backfill}, $before->{backfill}, "$db: $what: backfill state unchanged");
+	is($after->{catalog},  $before->{catalog},  "$db: $what: frozen plan, relations and sync maps unchanged");
 	return;
 }
 
@@ -323,24 +375,24 @@ sub drop_db
 # Returns the last email C wrote.
 sub phase_waits_politely
 {
-	my (%a) = @_;
+	my (%arg) = @_;
 	my ($db, $what, $lock, $phase_sql, $second_sql, $second_re) =
-	  @a{qw(db what lock phase_sql second_sql second_re)};
+	  @arg{qw(db what lock phase_sql second_sql second_re)};
 	my $uid = 4242;
 
-	my $b = session($db);
-	my $a = session($db);
-	my $c = session($db);
-	$b->query_safe("BEGIN; LOCK TABLE profiles IN $lock MODE;");
-	$a->query_safe('SET customer_unify.lock_timeout_ms = 200');
-	$a->query_safe('SET customer_unify.lock_retries = 15');
-	send_async($a, $phase_sql, 'phase');
+	my $sess_b = session($db);
+	my $sess_a = session($db);
+	my $sess_c = session($db);
+	run_safe($sess_b, "BEGIN; LOCK TABLE profiles IN $lock MODE;");
+	run_safe($sess_a, 'SET customer_unify.lock_timeout_ms = 200');
+	run_safe($sess_a, 'SET customer_unify.lock_retries = 15');
+	send_async($sess_a, $phase_sql, 'phase');
 
-	ok($node->poll_query_until($db, waits_for_lock_sql($a->{cu_pid}, 'profiles')),
+	ok($node->poll_query_until($db, waits_for_lock_sql($sess_a->{cu_pid}, 'profiles')),
 		"$db: $what: session A waits for its lock on profiles (held by B)");
-	$a{while_waiting}->() if $a{while_waiting};
+	$arg{while_waiting}->() if $arg{while_waiting};
 
-	my $email = application_round($db, $c, $what, 12, $uid);
+	my $email = application_round($db, $sess_c, $what, 12, $uid, $sess_a->{cu_pid});
 
 	# meanwhile the same phase from another session is refused at once
 	if ($second_sql)
@@ -350,13 +402,13 @@ sub phase_waits_politely
 		  or diag($err);
 		like($err, $second_re, "$db: $what: ... and says why");
 	}
-	ok(still_running($db, $a->{cu_pid}),
+	ok(still_running($db, $sess_a->{cu_pid}),
 		"$db: $what: session A is still retrying after session C's statements");
 
-	$b->query_safe('COMMIT');
-	my ($out, $err) = collect($a, 'phase');
+	run_safe($sess_b, 'COMMIT');
+	my ($out, $err) = collect($sess_a, 'phase');
 	unlike($err, qr/ERROR/, "$db: $what: session A's phase succeeds once B commits") or diag($err);
-	end_session($_) for ($a, $b, $c);
+	end_session($_) for ($sess_a, $sess_b, $sess_c);
 	return ($out, $email);
 }
 
@@ -370,7 +422,7 @@ note '==================== a) finalize waits without holding users =============
 		lock       => 'ACCESS SHARE',
 		phase_sql  => q{SELECT customer_unify.finalize('m')},
 		second_sql => q{SELECT customer_unify.finalize('m')},
-		second_re  => qr/migration \d+ is busy/);
+		second_re  => qr/migration (?:\d+|"m") is busy/);
 	is($out, 'finalized', "$db: finalize returns 'finalized'");
 	is(state_of($db), 'finalized', "$db: state finalized");
 	is( q1(
@@ -394,7 +446,7 @@ note '==================== a) rollback waits without holding users =============
 		lock       => 'ACCESS SHARE',
 		phase_sql  => q{SELECT customer_unify.rollback('m')},
 		second_sql => q{SELECT customer_unify.rollback('m')},
-		second_re  => qr/migration \d+ is busy/);
+		second_re  => qr/migration (?:\d+|"m") is busy/);
 	is($out, 'rolled_back', "$db: rollback returns 'rolled_back'");
 	is(state_of($db), 'rolled_back', "$db: state rolled_back");
 	is(q1($db, q{SELECT to_regclass('public.profiles') IS NULL AND to_regnamespace('m_compat') IS NULL}),
@@ -451,7 +503,7 @@ SET customer_unify.lock_retries = 2;
 $sql});
 	isnt($rc, 0, "$db: $what fails while the lock is held");
 	is(sqlstate_of($err), '55P03', "$db: $what fails with SQLSTATE 55P03") or diag($err);
-	like($err, qr/could not run phase $phase of migration "m".* in 3 attempts/,
+	like($err, qr/could not run phase "?$phase"? of migration "m".*\b(3 attempts|2 retries)\b/,
 		"$db: $what gave up after the configured 2 retries (3 attempts)")
 	  or diag($err);
 	return;
@@ -461,9 +513,9 @@ note '==================== b) start gives up ====================';
 {
 	my $db = 'cu_b_start';
 	fresh_db($db, 'planned');
-	my $b = session($db);
+	my $holder = session($db);
 	# an application transaction that wrote to users and stays open
-	$b->query_safe('BEGIN; UPDATE users SET email = email WHERE id = 1;');
+	run_safe($holder, 'BEGIN; UPDATE users SET email = email WHERE id = 1;');
 	my $before = snapshot($db);
 	phase_gives_up($db, 'start', q{SELECT customer_unify.start('m')}, 'start');
 	same_snapshot($db, $before, 'failed start');
@@ -473,8 +525,8 @@ note '==================== b) start gives up ====================';
 	is( q1(
 			$db, q{SELECT (SELECT count(*) FROM customer_unify.step) + (SELECT count(*) FROM customer_unify.backfill_state)}),
 		'0', "$db: nothing frozen (no steps, no backfill state)");
-	$b->query_safe('COMMIT');
-	end_session($b);
+	run_safe($holder, 'COMMIT');
+	end_session($holder);
 	is(q1($db, q{SELECT customer_unify.start('m')}), 'started', "$db: start runs once the lock is free");
 	drop_db($db);
 }
@@ -483,8 +535,8 @@ note '==================== b) the end of the backfill gives up =================
 {
 	my $db = 'cu_b_backfill_end';
 	fresh_db($db, 'started');
-	my $b = session($db);
-	$b->query_safe('BEGIN; LOCK TABLE profiles IN SHARE UPDATE EXCLUSIVE MODE;');
+	my $holder = session($db);
+	run_safe($holder, 'BEGIN; LOCK TABLE profiles IN SHARE UPDATE EXCLUSIVE MODE;');
 	phase_gives_up($db, 'CALL backfill (its end phase)',
 		q{CALL customer_unify.backfill('m', batch_size => 5000)}, 'backfill_end');
 	is(state_of($db), 'started', "$db: state still started");
@@ -497,8 +549,8 @@ note '==================== b) the end of the backfill gives up =================
 			$db, q{SELECT b.rows_done || '/' || (b.finished_at IS NOT NULL) FROM customer_unify.backfill_state b
 			  JOIN customer_unify.migration m ON m.id = b.migration_id WHERE m.name = 'm'}),
 		"$NROWS/true", "$db: the copy itself is complete and checkpointed");
-	$b->query_safe('COMMIT');
-	end_session($b);
+	run_safe($holder, 'COMMIT');
+	end_session($holder);
 	my ($rc, $out, $err) = psql_v($db, q{CALL customer_unify.backfill('m', batch_size => 5000)});
 	is($rc, 0, "$db: CALL backfill again completes once the lock is free") or diag($err);
 	is(state_of($db), 'backfilled', "$db: state backfilled");
@@ -515,15 +567,15 @@ note '==================== b) finalize and rollback give up ====================
 {
 	my $db = 'cu_b_cut_over';
 	fresh_db($db, 'cut_over');
-	my $b = session($db);
-	$b->query_safe('BEGIN; LOCK TABLE profiles IN ACCESS SHARE MODE;');
+	my $holder = session($db);
+	run_safe($holder, 'BEGIN; LOCK TABLE profiles IN ACCESS SHARE MODE;');
 	my $before = snapshot($db);
 	phase_gives_up($db, 'rollback', q{SELECT customer_unify.rollback('m')}, 'rollback');
 	same_snapshot($db, $before, 'failed rollback');
 	phase_gives_up($db, 'finalize', q{SELECT customer_unify.finalize('m')}, 'finalize');
 	same_snapshot($db, $before, 'failed finalize');
-	$b->query_safe('COMMIT');
-	end_session($b);
+	run_safe($holder, 'COMMIT');
+	end_session($holder);
 	my $moved = q1($db, "SELECT md5(string_agg(($MOVED)::text, ',' ORDER BY id)) FROM users");
 	is(q1($db, q{SELECT customer_unify.finalize('m')}), 'finalized', "$db: finalize runs once the lock is free");
 	is(q1($db, "SELECT md5(string_agg(($MOVED)::text, ',' ORDER BY user_id)) FROM profiles"),
@@ -545,7 +597,7 @@ note '==================== c) two sessions start the same migration ============
 	is($err, '', "$db: ... without error");
 	my ($rc, $o2, $e2) = psql_v($db, "SET statement_timeout = '30s';\nSELECT customer_unify.start('m')");
 	is(sqlstate_of($e2), '55006', "$db: session 2's start fails with 55006 at once") or diag($e2);
-	like($e2, qr/migration \d+ is busy/, "$db: ... saying the migration is busy");
+	like($e2, qr/migration (?:\d+|"m") is busy/, "$db: ... saying the migration is busy");
 	($rc, $o2, $e2) = psql_v($db, "SET statement_timeout = '30s';\nSELECT customer_unify.rollback('m')");
 	is(sqlstate_of($e2), '55006', "$db: session 2's rollback fails with 55006 at once too") or diag($e2);
 	($out, $err) = run_in($s1, 'ROLLBACK');
@@ -567,7 +619,7 @@ note '==================== c) two sessions start the same migration ============
 	is($err, '', "$db: session 1 commits");
 	end_session($s1);
 	is(state_of($db), 'started', "$db: state started");
-	is( q1(
+	like( q1(
 			$db, q{SELECT count(*) || '/' || count(DISTINCT l.seq) || '/' || max(l.seq) || '/' || bool_and(l.attempts = 1)
 			              || '/' || (SELECT count(*) FROM customer_unify.step s WHERE s.migration_id = m.id AND s.phase = 'start')
 			  FROM customer_unify.step_log l JOIN customer_unify.migration m ON m.id = l.migration_id
