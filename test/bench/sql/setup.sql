@@ -174,7 +174,9 @@ END $$;
 
 -- ------------------------------------------------------------------------
 -- Figure 4: a hand-written PL/pgSQL INSTEAD OF trigger routing writes on a
--- users-shaped view to users + profiles (what compat_view_route() does in C).
+-- users-shaped view to users + profiles: what the C router
+-- (customer_unify.compat_route(), 1.0: compat_view_route()) does after
+-- finalize, when the view joins users (kept columns) and profiles (moved).
 CREATE FUNCTION bench.plpgsql_route() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -202,6 +204,37 @@ BEGIN
         RETURN NEW;
     ELSE
         DELETE FROM public.profiles WHERE user_id = OLD.id;
+        DELETE FROM public.users WHERE id = OLD.id;
+        RETURN OLD;
+    END IF;
+END $$;
+
+-- The same for the view between cutover and finalize (1.1), which is users
+-- itself (SELECT <all columns> FROM ONLY public.users; users is complete and
+-- kept in sync): like the C router then, it writes users only, and the
+-- split's C sync trigger mirrors the write into profiles.
+CREATE FUNCTION bench.plpgsql_route_source() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO public.users (id, email, username, password_hash, first_name, last_name, phone,
+                                  address_line1, city, postal_code, country, birth_date, is_active,
+                                  last_login, created_at, updated_at)
+        VALUES (NEW.id, NEW.email, NEW.username, NEW.password_hash, NEW.first_name, NEW.last_name,
+                NEW.phone, NEW.address_line1, NEW.city, NEW.postal_code, NEW.country, NEW.birth_date,
+                NEW.is_active, NEW.last_login, NEW.created_at, NEW.updated_at);
+        RETURN NEW;
+    ELSIF TG_OP = 'UPDATE' THEN
+        UPDATE public.users
+           SET id = NEW.id, email = NEW.email, username = NEW.username,
+               password_hash = NEW.password_hash, first_name = NEW.first_name,
+               last_name = NEW.last_name, phone = NEW.phone, address_line1 = NEW.address_line1,
+               city = NEW.city, postal_code = NEW.postal_code, country = NEW.country,
+               birth_date = NEW.birth_date, is_active = NEW.is_active, last_login = NEW.last_login,
+               created_at = NEW.created_at, updated_at = NEW.updated_at
+         WHERE id = OLD.id;
+        RETURN NEW;
+    ELSE
         DELETE FROM public.users WHERE id = OLD.id;
         RETURN OLD;
     END IF;
