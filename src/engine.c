@@ -529,12 +529,12 @@ rollback_steps(Migration *m, bool *keep_created)
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "customer_unify: reading the migration's relations failed");
 	steps = steps_from_result(steps, &seq, "rollback locks");
-	/* a created table is kept; a created view holds no data and goes */
+	/* a created relation that is still there is kept (the view went with the source) */
 	rc = SPI_execute_with_args("SELECT l.id AS log_id, l.inverse AS statement, l.lock_relation, "
 							   "CASE WHEN EXISTS (SELECT 1 FROM customer_unify.migration_relation r "
 							   "  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) r.relid "
 							   "  WHERE r.migration_id OPERATOR(pg_catalog.=) l.migration_id "
-							   "  AND r.tag OPERATOR(pg_catalog.=) l.creates_tag AND c.relkind IN ('r', 'p')) "
+							   "  AND r.tag OPERATOR(pg_catalog.=) l.creates_tag) "
 							   "THEN l.creates_tag END AS creates_tag "
 							   "FROM customer_unify.step_log l "
 							   "WHERE l.migration_id OPERATOR(pg_catalog.=) $1 AND l.outcome OPERATOR(pg_catalog.=) 'ok' "
