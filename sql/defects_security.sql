@@ -161,18 +161,29 @@ CALL customer_unify.backfill('ds_gone');
 SELECT regress_util.try($$INSERT INTO ds.gone VALUES (1, 'x')$$) AS write_without_target;
 SELECT customer_unify.rollback('ds_gone');
 INSERT INTO ds.gone VALUES (2, 'x');
--- _route_fires_always: the view's owner only, a view only, a router trigger only
-CREATE TABLE ds.rfa (id int PRIMARY KEY);
-CREATE VIEW ds.rfa_v AS SELECT id FROM ds.rfa;
-CREATE FUNCTION ds.noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
-CREATE TRIGGER other INSTEAD OF INSERT ON ds.rfa_v FOR EACH ROW EXECUTE FUNCTION ds.noop();
-CREATE TRIGGER routed INSTEAD OF UPDATE ON ds.rfa_v FOR EACH ROW EXECUTE FUNCTION customer_unify.compat_route('1');
-SELECT regress_util.try($$SELECT customer_unify._route_fires_always('ds.rfa', 'routed')$$) AS on_a_table;
-SELECT regress_util.try($$SELECT customer_unify._route_fires_always('ds.rfa_v', 'other')$$) AS not_a_router;
+-- A role may not borrow a migration's router for a view of its own: the
+-- router writes as the tables' owner, so it refuses a view that is not the
+-- migration's (1.1 map) or not owned by the tables' owner (1.0 arguments).
+CREATE TABLE ds.signup (id int PRIMARY KEY, email text, is_admin boolean NOT NULL DEFAULT false, credit int DEFAULT 0);
+GRANT INSERT (id, email), SELECT ON ds.signup TO ds_mallory;
+GRANT USAGE ON SCHEMA ds TO ds_mallory;
+SELECT customer_unify.split('ds_signup', 'ds.signup', 'signup_flags', ARRAY['is_admin', 'credit'], 'signup_id') > 0 AS planned;
+CALL customer_unify.run('ds_signup', finalize => true);
+SELECT s.id AS route_map FROM customer_unify.sync_map s JOIN customer_unify.migration m ON m.id = s.migration_id
+ WHERE m.name = 'ds_signup' AND s.name = 'route' \gset
+CREATE SCHEMA ds_m AUTHORIZATION ds_mallory;
 SET ROLE ds_mallory;
-SELECT regress_util.try($$SELECT customer_unify._route_fires_always('ds.rfa_v', 'routed')$$) AS not_the_owner;
+SELECT regress_util.try($$INSERT INTO ds_signup_compat.signup (id, email, is_admin) VALUES (2, 'b', true)$$) AS own_view_refuses;
+CREATE TABLE ds_m.mine (id int, email text, is_admin boolean, credit int);
+CREATE VIEW ds_m.ev AS SELECT * FROM ds_m.mine;
+\set ECHO none
+SELECT format('CREATE TRIGGER r INSTEAD OF INSERT ON ds_m.ev FOR EACH ROW EXECUTE FUNCTION customer_unify.compat_route(%L)', :'route_map') \gexec
+\set ECHO all
+SELECT regexp_replace(regress_util.try($$INSERT INTO ds_m.ev VALUES (3, 'mallory', true, 1000000)$$), 'map \d+', 'map <id>') AS borrowed_map;
+DROP TRIGGER r ON ds_m.ev;
+CREATE TRIGGER r INSTEAD OF INSERT ON ds_m.ev FOR EACH ROW EXECUTE FUNCTION customer_unify.compat_view_route(
+    '1', 'final', 'ds', 'signup', 'id', 'ds', 'signup_flags', 'signup_id', 'is_admin', 'credit');
+SELECT regress_util.try($$INSERT INTO ds_m.ev VALUES (4, 'mallory', true, 1000000)$$) AS borrowed_tables;
 RESET ROLE;
-SELECT customer_unify._route_fires_always('ds.rfa_v', 'routed');
-SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = 'ds.rfa_v'::regclass ORDER BY 1;
-DROP VIEW ds.rfa_v;
-DROP TABLE ds.rfa;
+SELECT count(*) AS rows_written FROM ds_signup_compat.signup;
+DROP SCHEMA ds_m CASCADE;

@@ -32,6 +32,10 @@ SELECT regress_util.try($$SELECT customer_unify.split('e1', 'err.users', 'p', AR
 -- source without / with a composite primary key
 SELECT regress_util.try($$SELECT customer_unify.split('e1', 'err.nokey', 'p', ARRAY['a'])$$);
 SELECT regress_util.try($$SELECT customer_unify.split('e1', 'err.twokey', 'p', ARRAY['c'])$$);
+-- a DEFERRABLE primary key (a foreign key cannot reference it): refused at plan time
+CREATE TABLE err.defkey (id int PRIMARY KEY DEFERRABLE, a text);
+SELECT regress_util.try_detail($$SELECT customer_unify.split('e1', 'err.defkey', 'p', ARRAY['a'])$$);
+DROP TABLE err.defkey;
 -- columns that cannot move
 SELECT regress_util.try($$SELECT customer_unify.split('e1', 'err.users', 'p', ARRAY['ident'])$$);
 SELECT regress_util.try($$SELECT customer_unify.split('e1', 'err.users', 'p', ARRAY['email_domain'])$$);

@@ -378,10 +378,23 @@ freeze_rows(Migration *m, const char *fn, const char *insert_sql, const char *wh
 		cu_catalog_exec(insert_sql, 2, types, values, NULL, SPI_OK_INSERT);
 }
 
-/* start: run the step generator and the copy plan once, keep their output. */
+/*
+ * start: run the step generator and the copy plan once, keep their output,
+ * and the names of the source's columns, which the frozen steps name (the
+ * DDL guard keeps them).
+ */
 static void
 phase_freeze(Migration *m)
 {
+	Oid			types[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(m->id)};
+
+	cu_catalog_exec("UPDATE customer_unify.migration x SET spec = x.spec OPERATOR(pg_catalog.||) "
+					"pg_catalog.jsonb_build_object('source_columns', "
+					"(SELECT pg_catalog.jsonb_agg(a.attname ORDER BY a.attnum) FROM pg_catalog.pg_attribute a "
+					" WHERE a.attrelid OPERATOR(pg_catalog.=) x.source AND a.attnum OPERATOR(pg_catalog.>) 0 "
+					" AND NOT a.attisdropped)) "
+					"WHERE x.id OPERATOR(pg_catalog.=) $1", 1, types, values, NULL, SPI_OK_UPDATE);
 	freeze_rows(m, operation_function(m->kind, "steps"),
 				"INSERT INTO customer_unify.step (migration_id, phase, seq, statement, inverse, "
 				"lock_mode, lock_relation, rows_estimate, registers) "

@@ -35,9 +35,7 @@
 
 #include "access/htup_details.h"
 #include "access/table.h"
-#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
-#include "commands/trigger.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/bitmapset.h"
@@ -73,6 +71,7 @@ typedef struct RouteColumn
 	const char *base_name;		/* quoted */
 	Oid			type;
 	bool		writable;		/* not a generated column */
+	bool		identity;		/* an identity column of its table */
 	bool		identity_always;
 	int			ret_index;		/* position in its table's RETURNING list (legacy final) */
 } RouteColumn;
@@ -88,6 +87,7 @@ typedef struct Route
 {
 	int64		migration_id;
 	bool		final;
+	bool		legacy;			/* a 1.0 trigger */
 	bool		use_returning;	/* 1.0 after finalize: no capture trigger */
 	Oid			source_relid;
 	Oid			target_relid;
@@ -153,6 +153,19 @@ route_build(CuCacheEntry *entry, TriggerData *trigdata, RouteSpec *spec)
 
 	src = table_open(spec->source_relid, AccessShareLock);
 	tgt = table_open(spec->target_relid, AccessShareLock);
+	/*
+	 * The router writes as the tables' owner: only a view made with the
+	 * owner's rights may carry it (not a view of another role that names
+	 * this migration's map or tables).
+	 */
+	if (!is_member_of_role(trigdata->tg_relation->rd_rel->relowner, src->rd_rel->relowner))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("trigger \"%s\" on \"%s\" may not route writes to \"%s\"",
+						trigdata->tg_trigger->tgname, RelationGetRelationName(trigdata->tg_relation),
+						RelationGetRelationName(src)),
+				 errdetail("The view is not owned by the owner of \"%s\" (or a member of that role).",
+						   RelationGetRelationName(src))));
 	cu_cache_depends_on(entry, RelationGetRelid(trigdata->tg_relation));
 	cu_cache_depends_on(entry, spec->source_relid);
 	cu_cache_depends_on(entry, spec->target_relid);
@@ -162,6 +175,7 @@ route_build(CuCacheEntry *entry, TriggerData *trigdata, RouteSpec *spec)
 	r->entry = entry;
 	r->migration_id = spec->migration_id;
 	r->final = spec->final;
+	r->legacy = spec->legacy;
 	r->use_returning = spec->legacy && spec->final;
 	r->source_relid = spec->source_relid;
 	r->target_relid = spec->target_relid;
@@ -202,6 +216,7 @@ route_build(CuCacheEntry *entry, TriggerData *trigdata, RouteSpec *spec)
 		batt = TupleDescAttr(RelationGetDescr(base), c->base_attnum - 1);
 		c->base_name = pstrdup(quote_identifier(NameStr(batt->attname)));
 		c->writable = batt->attgenerated == '\0';
+		c->identity = batt->attidentity != '\0';
 		c->identity_always = batt->attidentity == ATTRIBUTE_IDENTITY_ALWAYS;
 		if (c->writable)
 			r->writable = bms_add_member(r->writable, n);
@@ -255,6 +270,12 @@ route_build_from_map(CuCacheEntry *entry, TriggerData *trigdata)
 
 	cu_map_load(map_id, &map, false);
 	MemoryContextSwitchTo(old);
+	if (cu_relation_by_tag(map.migration_id, "view", true) != RelationGetRelid(trigdata->tg_relation))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("trigger \"%s\" is on \"%s\", but route map %lld routes the compatibility view of migration \"%s\"",
+						trigdata->tg_trigger->tgname, RelationGetRelationName(trigdata->tg_relation),
+						(long long) map_id, map.migration_name)));
 	spec.migration_id = map.migration_id;
 	spec.final = map.final;
 	spec.legacy = false;
@@ -351,7 +372,8 @@ route_statement(Route *r, RouteOp op, Bitmapset *mask, Oid *types, int *nparams)
 				appendStringInfo(&cols, "%s%s", n ? ", " : "", c->base_name);
 				appendStringInfo(&vals, "%s$%d", n ? ", " : "", n + 1);
 				types[n++] = c->type;
-				overriding |= c->identity_always;
+				/* 1.0's views default an identity to its sequence: override */
+				overriding |= c->identity_always && r->legacy;
 			}
 			if (n == 0)
 				appendStringInfo(&sql, "INSERT INTO %s DEFAULT VALUES", rel);
@@ -538,6 +560,44 @@ route_changed(Datum a, bool anull, Datum b, bool bnull, Form_pg_attribute att)
 	return !datumIsEqual(a, b, att->attbyval, att->attlen);
 }
 
+/*
+ * An UPDATE through the view found no target row: the source row was
+ * created without one after finalize.  Create the companion row (as the
+ * owner: integrity maintenance), then apply the caller's UPDATE to it as the
+ * caller, so that the row-level security the target copied from the source
+ * decides, as it would have on the old table.  Refused (no row updated): the
+ * subtransaction run by the caller is rolled back, companion row included.
+ */
+typedef struct RouteFill
+{
+	Route	   *r;
+	Bitmapset  *tmask;
+	Datum		key;
+	bool		knull;
+	Datum	   *newv;
+	bool	   *newn;
+	StoredRow  *tgt;
+	CuCapture  *capture;
+	bool		refused;		/* out */
+} RouteFill;
+
+static void
+route_fill(void *arg)
+{
+	RouteFill  *f = (RouteFill *) arg;
+
+	(void) route_exec(f->r, ROUTE_TARGET_FILL, f->r->target_cols, f->key, f->knull, f->newv, f->newn,
+					  true, f->tgt, 1, f->capture);
+	if (route_exec(f->r, ROUTE_TARGET_UPDATE, f->tmask, f->key, f->knull, f->newv, f->newn,
+				   false, f->tgt, 1, f->capture) == 0)
+	{
+		f->refused = true;
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("customer_unify: the companion row's update was not allowed")));
+	}
+}
+
 /* The columns the caller may name in an INSERT into the view. */
 static Bitmapset *
 route_insertable(Route *r, Oid viewid)
@@ -617,6 +677,17 @@ route_row(FunctionCallInfo fcinfo, bool legacy)
 			Bitmapset  *allowed = route_insertable(r, RelationGetRelid(trigdata->tg_relation));
 			Bitmapset  *smask = bms_intersect(allowed, r->kept);
 
+			/*
+			 * An identity column given no value (the view has no default for
+			 * it) is left out: the table generates it, as an INSERT into the
+			 * old table that did not name it.  A value given is passed on, and
+			 * GENERATED ALWAYS refuses it as the table does.
+			 */
+			if (!r->legacy)
+				for (i = 0; i < r->ncols; i++)
+					if (r->cols[i].identity && newn[r->cols[i].view_attnum - 1])
+						smask = bms_del_member(smask, i);
+
 			gone = route_exec(r, ROUTE_SOURCE_INSERT, smask, (Datum) 0, true, newv, newn,
 							  false, &src, 0, capture) == 0;	/* a BEFORE trigger skipped it */
 			if (!gone && r->final)
@@ -669,13 +740,12 @@ route_row(FunctionCallInfo fcinfo, bool legacy)
 				if (route_exec(r, ROUTE_TARGET_UPDATE, tmask, key, knull, newv, newn,
 							   false, &tgt, 1, capture) == 0)
 				{
-					/*
-					 * No target row: the source row was created without one
-					 * after finalize (or the caller may not see it): create
-					 * the companion row; a hidden one stays as it is.
-					 */
-					gone = route_exec(r, ROUTE_TARGET_FILL, r->target_cols, key, knull, newv, newn,
-									  true, &tgt, 1, capture) == 0;
+					RouteFill	fill = {r, tmask, key, knull, newv, newn, &tgt, capture, false};
+					ErrorData  *edata = cu_subxact(route_fill, &fill);
+
+					if (edata != NULL && !fill.refused)
+						ReThrowError(edata);
+					gone = edata != NULL;
 				}
 			}
 		}
@@ -731,59 +801,4 @@ Datum
 cu_compat_view_route(PG_FUNCTION_ARGS)
 {
 	return route_row(fcinfo, true);
-}
-
-PG_FUNCTION_INFO_V1(cu_route_fires_always);
-
-/*
- * customer_unify._route_fires_always(view regclass, trigger name): make a
- * view's router fire whatever session_replication_role says, as ENABLE
- * ALWAYS does for a table's trigger (ALTER TABLE refuses it on a view).
- * Without it a write through the view under session_replication_role =
- * replica would report its rows and change nothing.  Only the view's owner
- * may, and only for a trigger that runs the router.
- */
-Datum
-cu_route_fires_always(PG_FUNCTION_ARGS)
-{
-	Oid			viewid = PG_GETARG_OID(0);
-	char	   *tgname = NameStr(*PG_GETARG_NAME(1));
-	Relation	rel;
-	bool		found = false;
-	int			i;
-
-	rel = table_open(viewid, ShareRowExclusiveLock);
-	if (rel->rd_rel->relkind != RELKIND_VIEW)
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is not a view", RelationGetRelationName(rel))));
-#if PG_VERSION_NUM >= 160000
-	if (!object_ownercheck(RelationRelationId, viewid, GetUserId()))
-#else
-	if (!pg_class_ownercheck(viewid, GetUserId()))
-#endif
-		aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_VIEW, RelationGetRelationName(rel));
-	for (i = 0; rel->trigdesc != NULL && i < rel->trigdesc->numtriggers; i++)
-	{
-		Trigger    *t = &rel->trigdesc->triggers[i];
-		char	   *fn = get_func_name(t->tgfoid);
-		Oid			fnns = get_func_namespace(t->tgfoid);
-
-		if (strcmp(t->tgname, tgname) == 0 && fn != NULL &&
-			strcmp(get_namespace_name(fnns), "customer_unify") == 0 &&
-			(strcmp(fn, "compat_route") == 0 || strcmp(fn, "compat_view_route") == 0))
-			found = true;
-	}
-	if (!found)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("view \"%s\" has no customer_unify router trigger \"%s\"",
-						RelationGetRelationName(rel), tgname)));
-#if PG_VERSION_NUM >= 160000
-	EnableDisableTrigger(rel, tgname, InvalidOid, TRIGGER_FIRES_ALWAYS, false, false, ShareRowExclusiveLock);
-#else
-	EnableDisableTrigger(rel, tgname, TRIGGER_FIRES_ALWAYS, false, ShareRowExclusiveLock);
-#endif
-	table_close(rel, NoLock);
-	PG_RETURN_VOID();
 }

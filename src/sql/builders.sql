@@ -289,7 +289,10 @@ AS $$
 $$;
 
 -- The compatibility view's defaults: a view takes no defaults from its
--- tables, so INSERTs through it get the old table's (identity: its sequence).
+-- tables, so INSERTs through it get the old table's.  An identity column
+-- gets none: the router leaves it out of the INSERT when no value was given,
+-- and the table generates it as it would have (no rights on its sequence
+-- needed, GENERATED ALWAYS kept).
 CREATE OR REPLACE FUNCTION customer_unify._b_view_defaults(p_source regclass, p_view text)
     RETURNS SETOF customer_unify.step_def
     LANGUAGE sql STABLE
@@ -297,18 +300,17 @@ CREATE OR REPLACE FUNCTION customer_unify._b_view_defaults(p_source regclass, p_
 AS $$
     SELECT customer_unify._b_step(
                format('ALTER VIEW %s ALTER COLUMN %I SET DEFAULT %s', p_view, c.attname,
-                      CASE WHEN c.identity <> ''
-                           THEN format('nextval(%L::regclass)', pg_get_serial_sequence(p_source::text, c.attname))
-                           ELSE c.default_expr END),
+                      c.default_expr),
                NULL, 'ACCESS EXCLUSIVE', p_view)
       FROM customer_unify._b_columns(p_source, NULL) c
-     WHERE c.identity <> '' OR (c.default_expr IS NOT NULL AND c.generated = '')
+     WHERE c.identity = '' AND c.default_expr IS NOT NULL AND c.generated = ''
      ORDER BY c.attnum
 $$;
 
--- The trigger that routes writes through a compatibility view (C router),
--- fired whatever session_replication_role says, like the tables' triggers
--- (ALTER TABLE cannot make a view's trigger ALWAYS: _route_fires_always).
+-- The trigger that routes writes through a compatibility view (C router).
+-- It stays ENABLE (origin): PostgreSQL refuses ALTER TABLE ... ENABLE ALWAYS
+-- on a view, so a view trigger made ALWAYS another way would be dumped by
+-- pg_dump as a statement its restore refuses, and be lost.
 CREATE OR REPLACE FUNCTION customer_unify._b_route_trigger(p_migration bigint, p_view text, p_route_map bigint)
     RETURNS SETOF customer_unify.step_def
     LANGUAGE sql IMMUTABLE
@@ -319,10 +321,6 @@ AS $$
                'customer_unify_' || p_migration || '_route', p_view, p_route_map),
         format('DROP TRIGGER IF EXISTS %I ON %s', 'customer_unify_' || p_migration || '_route', p_view),
         'SHARE ROW EXCLUSIVE', p_view)
-    UNION ALL
-    SELECT customer_unify._b_step(
-        format('SELECT customer_unify._route_fires_always(%L, %L)', p_view, 'customer_unify_' || p_migration || '_route'),
-        NULL, 'SHARE ROW EXCLUSIVE', p_view)
 $$;
 
 -- After finalize the router learns the stored rows from these (see router.c).

@@ -251,12 +251,6 @@ CREATE OR REPLACE FUNCTION customer_unify.compat_view_route() RETURNS trigger
     AS 'MODULE_PATHNAME', 'cu_compat_view_route';
 COMMENT ON FUNCTION customer_unify.compat_view_route() IS
     '1.0 router of a compatibility view (arguments: names); kept for views made by 1.0.';
-CREATE OR REPLACE FUNCTION customer_unify._route_fires_always(view regclass, trigger name) RETURNS void
-    LANGUAGE c STRICT
-    SET search_path = pg_catalog, pg_temp
-    AS 'MODULE_PATHNAME', 'cu_route_fires_always';
-COMMENT ON FUNCTION customer_unify._route_fires_always(regclass, name) IS
-    'ENABLE ALWAYS for the router trigger of a compatibility view (its owner only): writes through the view under session_replication_role = replica are routed, not lost.';
 
 -- The engine (engine.c): the only writers of the catalog.
 CREATE OR REPLACE FUNCTION customer_unify._create_migration(kind text, name text, args jsonb) RETURNS bigint
@@ -737,7 +731,10 @@ AS $$
 $$;
 
 -- The compatibility view's defaults: a view takes no defaults from its
--- tables, so INSERTs through it get the old table's (identity: its sequence).
+-- tables, so INSERTs through it get the old table's.  An identity column
+-- gets none: the router leaves it out of the INSERT when no value was given,
+-- and the table generates it as it would have (no rights on its sequence
+-- needed, GENERATED ALWAYS kept).
 CREATE OR REPLACE FUNCTION customer_unify._b_view_defaults(p_source regclass, p_view text)
     RETURNS SETOF customer_unify.step_def
     LANGUAGE sql STABLE
@@ -745,18 +742,17 @@ CREATE OR REPLACE FUNCTION customer_unify._b_view_defaults(p_source regclass, p_
 AS $$
     SELECT customer_unify._b_step(
                format('ALTER VIEW %s ALTER COLUMN %I SET DEFAULT %s', p_view, c.attname,
-                      CASE WHEN c.identity <> ''
-                           THEN format('nextval(%L::regclass)', pg_get_serial_sequence(p_source::text, c.attname))
-                           ELSE c.default_expr END),
+                      c.default_expr),
                NULL, 'ACCESS EXCLUSIVE', p_view)
       FROM customer_unify._b_columns(p_source, NULL) c
-     WHERE c.identity <> '' OR (c.default_expr IS NOT NULL AND c.generated = '')
+     WHERE c.identity = '' AND c.default_expr IS NOT NULL AND c.generated = ''
      ORDER BY c.attnum
 $$;
 
--- The trigger that routes writes through a compatibility view (C router),
--- fired whatever session_replication_role says, like the tables' triggers
--- (ALTER TABLE cannot make a view's trigger ALWAYS: _route_fires_always).
+-- The trigger that routes writes through a compatibility view (C router).
+-- It stays ENABLE (origin): PostgreSQL refuses ALTER TABLE ... ENABLE ALWAYS
+-- on a view, so a view trigger made ALWAYS another way would be dumped by
+-- pg_dump as a statement its restore refuses, and be lost.
 CREATE OR REPLACE FUNCTION customer_unify._b_route_trigger(p_migration bigint, p_view text, p_route_map bigint)
     RETURNS SETOF customer_unify.step_def
     LANGUAGE sql IMMUTABLE
@@ -767,10 +763,6 @@ AS $$
                'customer_unify_' || p_migration || '_route', p_view, p_route_map),
         format('DROP TRIGGER IF EXISTS %I ON %s', 'customer_unify_' || p_migration || '_route', p_view),
         'SHARE ROW EXCLUSIVE', p_view)
-    UNION ALL
-    SELECT customer_unify._b_step(
-        format('SELECT customer_unify._route_fires_always(%L, %L)', p_view, 'customer_unify_' || p_migration || '_route'),
-        NULL, 'SHARE ROW EXCLUSIVE', p_view)
 $$;
 
 -- After finalize the router learns the stored rows from these (see router.c).
@@ -845,15 +837,17 @@ BEGIN
     -- VIEW CONCURRENTLY): exact for every type, json, xml and point included,
     -- which have no equality operator; two NULLs are the same
     FOR c IN SELECT x.col, x.n FROM jsonb_array_elements(p_columns) WITH ORDINALITY x(col, n) ORDER BY x.n LOOP
+        -- one jsonb_build_object per column: a function takes 100 arguments at most
+        v_sel := v_sel || ' || jsonb_build_object(';
         IF p_checksums THEN
             v_sel := v_sel || format(
-                ', ''l%1$s'', sum(hashtextextended(ROW(%2$s, %3$s)::text, 0)::numeric) FILTER (WHERE %6$s)'
-                ', ''r%1$s'', sum(hashtextextended(ROW(%4$s, %5$s)::text, 0)::numeric) FILTER (WHERE %7$s)',
+                '''l%1$s'', sum(hashtextextended(ROW(%2$s, %3$s)::text, 0)::numeric) FILTER (WHERE %6$s), '
+                '''r%1$s'', sum(hashtextextended(ROW(%4$s, %5$s)::text, 0)::numeric) FILTER (WHERE %7$s), ',
                 c.n, p_left_key, c.col->>'left', p_right_key, c.col->>'right',
                 format('(%s) IS NOT NULL', p_left_key), format('(%s) IS NOT NULL', p_right_key));
         END IF;
         v_sel := v_sel || format(
-            ', ''d%1$s'', count(*) FILTER (WHERE %4$s AND %5$s AND NOT pg_catalog.record_image_eq(ROW(%2$s), ROW(%3$s)))',
+            '''d%1$s'', count(*) FILTER (WHERE %4$s AND %5$s AND NOT pg_catalog.record_image_eq(ROW(%2$s), ROW(%3$s))))',
             c.n, c.col->>'left', c.col->>'right',
             format('(%s) IS NOT NULL', p_left_key), format('(%s) IS NOT NULL', p_right_key));
     END LOOP;
@@ -861,7 +855,7 @@ BEGIN
         'SELECT jsonb_build_object(''left_rows'', count(*) FILTER (WHERE %1$s), '
         '''right_rows'', count(*) FILTER (WHERE %2$s), '
         '''missing'', count(*) FILTER (WHERE %1$s AND NOT %2$s), '
-        '''orphans'', count(*) FILTER (WHERE %2$s AND NOT %1$s)%3$s) '
+        '''orphans'', count(*) FILTER (WHERE %2$s AND NOT %1$s))%3$s '
         'FROM ONLY %4$s s FULL JOIN ONLY %5$s t ON %6$s',
         format('(%s) IS NOT NULL', p_left_key), format('(%s) IS NOT NULL', p_right_key),
         v_sel, p_left, p_right, p_join)
@@ -906,7 +900,8 @@ COMMENT ON FUNCTION customer_unify._compare(regclass, text, regclass, text, text
 -- needs.  A violation raises 55006 and the DDL is rolled back.  Changes of
 -- the source's privileges or row-level security are followed: the target
 -- and the compatibility view are given the same (a 'resync' phase, logged).
--- The engine's own DDL (customer_unify._engine_active()) is let through.
+-- The engine's own DDL (customer_unify._engine_active()) is let through, and
+-- so is a restore of a dump (customer_unify._guard_restoring()).
 -- TRUNCATE, which fires no event trigger, is handled by the sync triggers.
 -------------------------------------------------------------------------------
 
@@ -997,6 +992,44 @@ BEGIN
         PERFORM customer_unify._guard_refuse(m, format('cannot disable trigger %I on %s', r.tgname, r.rel),
                                              'Writes would stop being mirrored and the shapes would drift apart.');
     END LOOP;
+    -- the columns the frozen plan names (the compatibility view selects
+    -- every column the source had at start)
+    FOR r IN
+        SELECT c.col FROM jsonb_array_elements_text(coalesce(m.spec->'source_columns', '[]')) c(col)
+         WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = m.source AND a.attname = c.col
+                              AND a.attnum > 0 AND NOT a.attisdropped)
+    LOOP
+        PERFORM customer_unify._guard_refuse(m, format('cannot drop or rename column %I of %s', r.col, m.source::text),
+                                             'The compatibility view of the migration selects it by this name.');
+    END LOOP;
+    -- the source keeps the unique key the copy, the sync and the link use
+    IF NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                    WHERE i.indrelid = m.source AND i.indisunique AND i.indimmediate AND i.indnkeyatts = 1
+                      AND a.attname = m.spec->>'key_column' AND i.indpred IS NULL AND i.indexprs IS NULL) THEN
+        PERFORM customer_unify._guard_refuse(m, format('cannot drop the primary key of %s', m.source::text),
+                                             format('The migration finds rows by %I and the link foreign key references it.',
+                                                    m.spec->>'key_column'));
+    END IF;
+    -- no rules on the tables (a rule would rewrite the mirrored writes)
+    FOR r IN
+        SELECT rw.rulename, rw.ev_class::regclass AS rel
+          FROM customer_unify.migration_relation x JOIN pg_rewrite rw ON rw.ev_class = x.relid
+         WHERE x.migration_id = m.id AND x.live AND x.role <> 'view'
+    LOOP
+        PERFORM customer_unify._guard_refuse(m, format('cannot create rule %I on %s', r.rulename, r.rel),
+                                             'The sync triggers write these tables; a rule would rewrite or discard their writes.');
+    END LOOP;
+    -- the compatibility view keeps the source's columns, by name and in order
+    IF m.state = 'cut_over' AND m.spec ? 'source_columns' AND EXISTS (
+        (SELECT a.attnum, a.attname FROM pg_attribute a
+          WHERE a.attrelid = customer_unify._relation(m.id, 'view') AND a.attnum > 0 AND NOT a.attisdropped)
+        EXCEPT
+        (SELECT row_number() OVER (ORDER BY a.attnum), a.attname FROM pg_attribute a
+          WHERE a.attrelid = m.source AND a.attnum > 0 AND NOT a.attisdropped
+            AND a.attname::text IN (SELECT jsonb_array_elements_text(m.spec->'source_columns')))) THEN
+        PERFORM customer_unify._guard_refuse(m, format('cannot change the compatibility view %s', customer_unify._relation(m.id, 'view')::text),
+                                             'Old applications read and write the source through it, column for column.');
+    END IF;
     -- no inheritance around the source (its rows would not be copied)
     IF EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = m.source OR i.inhrelid = m.source) THEN
         PERFORM customer_unify._guard_refuse(m, format('cannot add inheritance to %s', m.source::text),
@@ -1105,6 +1138,15 @@ AS $$
               FROM pg_policy p WHERE p.polrelid = customer_unify._relation(m.id, 'target'))
 $$;
 
+-- A restore (pg_restore, or psql running a pg_dump script: both run with
+-- check_function_bodies off) recreates the migration's objects one by one,
+-- each command leaving the migration incomplete until the last: the guard
+-- stands aside, and the restored dump is what the dumped database was.
+CREATE OR REPLACE FUNCTION customer_unify._guard_restoring() RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    RETURN pg_catalog.current_setting('check_function_bodies') OPERATOR(pg_catalog.=) 'off';
+
 CREATE OR REPLACE FUNCTION customer_unify._guard_ddl() RETURNS event_trigger
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -1112,7 +1154,7 @@ AS $$
 DECLARE
     r record;
 BEGIN
-    IF customer_unify._engine_active() THEN
+    IF customer_unify._engine_active() OR customer_unify._guard_restoring() THEN
         RETURN;
     END IF;
     FOR r IN
@@ -1138,7 +1180,7 @@ DECLARE
     d record;
     m customer_unify.migration;
 BEGIN
-    IF customer_unify._engine_active() THEN
+    IF customer_unify._engine_active() OR customer_unify._guard_restoring() THEN
         RETURN;
     END IF;
     FOR d IN SELECT * FROM pg_event_trigger_dropped_objects() LOOP
@@ -1255,6 +1297,12 @@ BEGIN
         RAISE EXCEPTION 'table % has a composite primary key', v_source::text
             USING ERRCODE = 'feature_not_supported',
                   DETAIL = 'split works on tables with a single-column primary key.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = v_source AND i.indisprimary AND NOT i.indimmediate) THEN
+        RAISE EXCEPTION 'the primary key of % is DEFERRABLE', v_source::text
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'The link foreign key of the new table references it, and PostgreSQL does not let a foreign key reference a deferrable key.',
+                  HINT = 'Re-create the primary key without DEFERRABLE first.';
     END IF;
     SELECT a.attname, a.atttypid, t.typsend, t.typreceive, format_type(a.atttypid, a.atttypmod) AS typ
       INTO v_key
@@ -2335,22 +2383,6 @@ BEGIN
 END
 $upgrade$;
 
--- Views finalized by 1.0 keep their 1.0 router: it fires whatever
--- session_replication_role says from now on, as the 1.1 router does.
-DO $always$
-DECLARE
-    t record;
-BEGIN
-    FOR t IN SELECT tg.tgrelid::regclass AS view, tg.tgname
-               FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid
-              WHERE c.relkind = 'v' AND tg.tgenabled <> 'A'
-                AND tg.tgfoid IN ('customer_unify.compat_route()'::regprocedure,
-                                  'customer_unify.compat_view_route()'::regprocedure)
-    LOOP
-        PERFORM customer_unify._route_fires_always(t.view, t.tgname);
-    END LOOP;
-END
-$always$;
 -------------------------------------------------------------------------------
 -- guard-triggers.sql: the event triggers of the DDL guard (guard.sql), made
 -- last, once the catalog is complete.

@@ -83,12 +83,6 @@ CREATE OR REPLACE FUNCTION customer_unify.compat_view_route() RETURNS trigger
     AS 'MODULE_PATHNAME', 'cu_compat_view_route';
 COMMENT ON FUNCTION customer_unify.compat_view_route() IS
     '1.0 router of a compatibility view (arguments: names); kept for views made by 1.0.';
-CREATE OR REPLACE FUNCTION customer_unify._route_fires_always(view regclass, trigger name) RETURNS void
-    LANGUAGE c STRICT
-    SET search_path = pg_catalog, pg_temp
-    AS 'MODULE_PATHNAME', 'cu_route_fires_always';
-COMMENT ON FUNCTION customer_unify._route_fires_always(regclass, name) IS
-    'ENABLE ALWAYS for the router trigger of a compatibility view (its owner only): writes through the view under session_replication_role = replica are routed, not lost.';
 
 -- The engine (engine.c): the only writers of the catalog.
 CREATE OR REPLACE FUNCTION customer_unify._create_migration(kind text, name text, args jsonb) RETURNS bigint

@@ -11,7 +11,8 @@
 -- needs.  A violation raises 55006 and the DDL is rolled back.  Changes of
 -- the source's privileges or row-level security are followed: the target
 -- and the compatibility view are given the same (a 'resync' phase, logged).
--- The engine's own DDL (customer_unify._engine_active()) is let through.
+-- The engine's own DDL (customer_unify._engine_active()) is let through, and
+-- so is a restore of a dump (customer_unify._guard_restoring()).
 -- TRUNCATE, which fires no event trigger, is handled by the sync triggers.
 -------------------------------------------------------------------------------
 
@@ -102,6 +103,44 @@ BEGIN
         PERFORM customer_unify._guard_refuse(m, format('cannot disable trigger %I on %s', r.tgname, r.rel),
                                              'Writes would stop being mirrored and the shapes would drift apart.');
     END LOOP;
+    -- the columns the frozen plan names (the compatibility view selects
+    -- every column the source had at start)
+    FOR r IN
+        SELECT c.col FROM jsonb_array_elements_text(coalesce(m.spec->'source_columns', '[]')) c(col)
+         WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = m.source AND a.attname = c.col
+                              AND a.attnum > 0 AND NOT a.attisdropped)
+    LOOP
+        PERFORM customer_unify._guard_refuse(m, format('cannot drop or rename column %I of %s', r.col, m.source::text),
+                                             'The compatibility view of the migration selects it by this name.');
+    END LOOP;
+    -- the source keeps the unique key the copy, the sync and the link use
+    IF NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                    WHERE i.indrelid = m.source AND i.indisunique AND i.indimmediate AND i.indnkeyatts = 1
+                      AND a.attname = m.spec->>'key_column' AND i.indpred IS NULL AND i.indexprs IS NULL) THEN
+        PERFORM customer_unify._guard_refuse(m, format('cannot drop the primary key of %s', m.source::text),
+                                             format('The migration finds rows by %I and the link foreign key references it.',
+                                                    m.spec->>'key_column'));
+    END IF;
+    -- no rules on the tables (a rule would rewrite the mirrored writes)
+    FOR r IN
+        SELECT rw.rulename, rw.ev_class::regclass AS rel
+          FROM customer_unify.migration_relation x JOIN pg_rewrite rw ON rw.ev_class = x.relid
+         WHERE x.migration_id = m.id AND x.live AND x.role <> 'view'
+    LOOP
+        PERFORM customer_unify._guard_refuse(m, format('cannot create rule %I on %s', r.rulename, r.rel),
+                                             'The sync triggers write these tables; a rule would rewrite or discard their writes.');
+    END LOOP;
+    -- the compatibility view keeps the source's columns, by name and in order
+    IF m.state = 'cut_over' AND m.spec ? 'source_columns' AND EXISTS (
+        (SELECT a.attnum, a.attname FROM pg_attribute a
+          WHERE a.attrelid = customer_unify._relation(m.id, 'view') AND a.attnum > 0 AND NOT a.attisdropped)
+        EXCEPT
+        (SELECT row_number() OVER (ORDER BY a.attnum), a.attname FROM pg_attribute a
+          WHERE a.attrelid = m.source AND a.attnum > 0 AND NOT a.attisdropped
+            AND a.attname::text IN (SELECT jsonb_array_elements_text(m.spec->'source_columns')))) THEN
+        PERFORM customer_unify._guard_refuse(m, format('cannot change the compatibility view %s', customer_unify._relation(m.id, 'view')::text),
+                                             'Old applications read and write the source through it, column for column.');
+    END IF;
     -- no inheritance around the source (its rows would not be copied)
     IF EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = m.source OR i.inhrelid = m.source) THEN
         PERFORM customer_unify._guard_refuse(m, format('cannot add inheritance to %s', m.source::text),
@@ -210,6 +249,15 @@ AS $$
               FROM pg_policy p WHERE p.polrelid = customer_unify._relation(m.id, 'target'))
 $$;
 
+-- A restore (pg_restore, or psql running a pg_dump script: both run with
+-- check_function_bodies off) recreates the migration's objects one by one,
+-- each command leaving the migration incomplete until the last: the guard
+-- stands aside, and the restored dump is what the dumped database was.
+CREATE OR REPLACE FUNCTION customer_unify._guard_restoring() RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    RETURN pg_catalog.current_setting('check_function_bodies') OPERATOR(pg_catalog.=) 'off';
+
 CREATE OR REPLACE FUNCTION customer_unify._guard_ddl() RETURNS event_trigger
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -217,7 +265,7 @@ AS $$
 DECLARE
     r record;
 BEGIN
-    IF customer_unify._engine_active() THEN
+    IF customer_unify._engine_active() OR customer_unify._guard_restoring() THEN
         RETURN;
     END IF;
     FOR r IN
@@ -243,7 +291,7 @@ DECLARE
     d record;
     m customer_unify.migration;
 BEGIN
-    IF customer_unify._engine_active() THEN
+    IF customer_unify._engine_active() OR customer_unify._guard_restoring() THEN
         RETURN;
     END IF;
     FOR d IN SELECT * FROM pg_event_trigger_dropped_objects() LOOP

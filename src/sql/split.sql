@@ -96,6 +96,12 @@ BEGIN
             USING ERRCODE = 'feature_not_supported',
                   DETAIL = 'split works on tables with a single-column primary key.';
     END IF;
+    IF EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = v_source AND i.indisprimary AND NOT i.indimmediate) THEN
+        RAISE EXCEPTION 'the primary key of % is DEFERRABLE', v_source::text
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'The link foreign key of the new table references it, and PostgreSQL does not let a foreign key reference a deferrable key.',
+                  HINT = 'Re-create the primary key without DEFERRABLE first.';
+    END IF;
     SELECT a.attname, a.atttypid, t.typsend, t.typreceive, format_type(a.atttypid, a.atttypmod) AS typ
       INTO v_key
       FROM pg_index i

@@ -30,15 +30,17 @@ BEGIN
     -- VIEW CONCURRENTLY): exact for every type, json, xml and point included,
     -- which have no equality operator; two NULLs are the same
     FOR c IN SELECT x.col, x.n FROM jsonb_array_elements(p_columns) WITH ORDINALITY x(col, n) ORDER BY x.n LOOP
+        -- one jsonb_build_object per column: a function takes 100 arguments at most
+        v_sel := v_sel || ' || jsonb_build_object(';
         IF p_checksums THEN
             v_sel := v_sel || format(
-                ', ''l%1$s'', sum(hashtextextended(ROW(%2$s, %3$s)::text, 0)::numeric) FILTER (WHERE %6$s)'
-                ', ''r%1$s'', sum(hashtextextended(ROW(%4$s, %5$s)::text, 0)::numeric) FILTER (WHERE %7$s)',
+                '''l%1$s'', sum(hashtextextended(ROW(%2$s, %3$s)::text, 0)::numeric) FILTER (WHERE %6$s), '
+                '''r%1$s'', sum(hashtextextended(ROW(%4$s, %5$s)::text, 0)::numeric) FILTER (WHERE %7$s), ',
                 c.n, p_left_key, c.col->>'left', p_right_key, c.col->>'right',
                 format('(%s) IS NOT NULL', p_left_key), format('(%s) IS NOT NULL', p_right_key));
         END IF;
         v_sel := v_sel || format(
-            ', ''d%1$s'', count(*) FILTER (WHERE %4$s AND %5$s AND NOT pg_catalog.record_image_eq(ROW(%2$s), ROW(%3$s)))',
+            '''d%1$s'', count(*) FILTER (WHERE %4$s AND %5$s AND NOT pg_catalog.record_image_eq(ROW(%2$s), ROW(%3$s))))',
             c.n, c.col->>'left', c.col->>'right',
             format('(%s) IS NOT NULL', p_left_key), format('(%s) IS NOT NULL', p_right_key));
     END LOOP;
@@ -46,7 +48,7 @@ BEGIN
         'SELECT jsonb_build_object(''left_rows'', count(*) FILTER (WHERE %1$s), '
         '''right_rows'', count(*) FILTER (WHERE %2$s), '
         '''missing'', count(*) FILTER (WHERE %1$s AND NOT %2$s), '
-        '''orphans'', count(*) FILTER (WHERE %2$s AND NOT %1$s)%3$s) '
+        '''orphans'', count(*) FILTER (WHERE %2$s AND NOT %1$s))%3$s '
         'FROM ONLY %4$s s FULL JOIN ONLY %5$s t ON %6$s',
         format('(%s) IS NOT NULL', p_left_key), format('(%s) IS NOT NULL', p_right_key),
         v_sel, p_left, p_right, p_join)

@@ -139,19 +139,3 @@ BEGIN
 END
 $upgrade$;
 
--- Views finalized by 1.0 keep their 1.0 router: it fires whatever
--- session_replication_role says from now on, as the 1.1 router does.
-DO $always$
-DECLARE
-    t record;
-BEGIN
-    FOR t IN SELECT tg.tgrelid::regclass AS view, tg.tgname
-               FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid
-              WHERE c.relkind = 'v' AND tg.tgenabled <> 'A'
-                AND tg.tgfoid IN ('customer_unify.compat_route()'::regprocedure,
-                                  'customer_unify.compat_view_route()'::regprocedure)
-    LOOP
-        PERFORM customer_unify._route_fires_always(t.view, t.tgname);
-    END LOOP;
-END
-$always$;
