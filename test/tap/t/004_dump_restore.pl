@@ -120,7 +120,7 @@ sub check_restored
 	is(triggers($dst), triggers($src), "$dst: the migration's triggers are there, enabled as dumped");
 	is($node->safe_psql($dst, q{SELECT count(*) FROM pg_index WHERE indrelid = 'users'::regclass AND indisprimary}),
 		'1', "$dst: users keeps its primary key");
-	my $indexes = q{SELECT string_agg(indexrelid::regclass::text, ',' ORDER BY 1) FROM pg_index
+	my $indexes = q{SELECT string_agg(indexrelid::regclass::text, ',' ORDER BY indexrelid::regclass::text) FROM pg_index
 	                 WHERE indrelid IN ('users'::regclass, 'profiles'::regclass)};
 	is($node->safe_psql($dst, $indexes), $node->safe_psql($src, $indexes), "$dst: the indexes of both tables");
 	is($node->safe_psql($dst, q{SELECT count(*) FROM users}), $NROWS, "$dst: every source row");
