@@ -46,8 +46,6 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
-#include "pgstat.h"
-#include "storage/latch.h"
 #include "storage/lock.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -103,28 +101,12 @@ typedef struct CopyColumns
 	const char **to;
 } CopyColumns;
 
-static void
-backfill_wait_ms(int ms)
-{
-	if (ms <= 0)
-		return;
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 ms, PG_WAIT_EXTENSION);
-	ResetLatch(MyLatch);
-	CHECK_FOR_INTERRUPTS();
-}
-
 static SPIPlanPtr
 backfill_prepare(CopyJob *job, const char *sql, int nargs, Oid *types)
 {
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
+	SPIPlanPtr	plan = cu_prepare_keep(sql, nargs, types);
 	MemoryContext old;
 
-	if (plan == NULL)
-		elog(ERROR, "customer_unify: SPI_prepare failed (%s) for: %s",
-			 SPI_result_code_string(SPI_result), sql);
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "customer_unify: SPI_keepplan failed");
 	old = MemoryContextSwitchTo(TopMemoryContext);
 	job->plans = lappend(job->plans, plan);
 	MemoryContextSwitchTo(old);
@@ -943,13 +925,12 @@ backfill_stream(CopyJob *job, BackfillArgs *args, MemoryContext jobcxt, int64 *b
 						(errmsg("backfill \"%s\": lock timeout, retry %d", job->name, attempt)));
 				batch.retries++;
 				/* back off: 50 ms doubling up to 5 s, with jitter */
-				retry_wait_ms = (int) (Min(5000, 50 << Min(attempt, 7)) *
-									   (0.5 + 0.5 * ((double) (random() % 1000) / 1000.0)));
+				retry_wait_ms = cu_backoff_ms(attempt + 1, 5000);
 			}
 			else
 				ReThrowError(edata);
 			FreeErrorData(edata);
-			backfill_wait_ms(retry_wait_ms);
+			cu_sleep_ms(retry_wait_ms);
 		}
 		hi = batch.hi;
 		copied = batch.copied;
@@ -987,7 +968,7 @@ backfill_stream(CopyJob *job, BackfillArgs *args, MemoryContext jobcxt, int64 *b
 							elapsed > 0 ? run_rows / elapsed : 0.0)));
 		}
 		if (!complete && args->sleep_ms > 0)
-			backfill_wait_ms(args->sleep_ms);
+			cu_sleep_ms(args->sleep_ms);
 		CHECK_FOR_INTERRUPTS();
 	}
 	MemoryContextDelete(batchcxt);

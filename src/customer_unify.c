@@ -12,6 +12,8 @@
 #include "catalog/namespace.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -217,4 +219,38 @@ cu_is_lock_error(ErrorData *edata)
 {
 	return edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
 		edata->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED;
+}
+
+/* SPI_prepare and SPI_keepplan: a plan that outlives the SPI connection. */
+SPIPlanPtr
+cu_prepare_keep(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "customer_unify: SPI_prepare failed (%s) for: %s",
+			 SPI_result_code_string(SPI_result), sql);
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "customer_unify: SPI_keepplan failed");
+	return plan;
+}
+
+/* Wait ms milliseconds on the latch, answering interrupts. */
+void
+cu_sleep_ms(int ms)
+{
+	if (ms <= 0)
+		return;
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 ms, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+}
+
+/* Back-off before retry attempt (1, 2, ...): 50 ms doubling up to cap_ms, with jitter. */
+int
+cu_backoff_ms(int attempt, int cap_ms)
+{
+	return (int) (Min(cap_ms, 50 << Min(Max(attempt - 1, 0), 7)) *
+				  (0.5 + 0.5 * ((double) (random() % 1000) / 1000.0)));
 }

@@ -177,6 +177,9 @@ extern char *cu_datum_text(Oid type, Datum value);
 extern int64 cu_trigger_map_id(TriggerData *trigdata);
 extern ErrorData *cu_subxact(void (*fn) (void *arg), void *arg);
 extern bool cu_is_lock_error(ErrorData *edata);
+extern SPIPlanPtr cu_prepare_keep(const char *sql, int nargs, Oid *argtypes);
+extern void cu_sleep_ms(int ms);
+extern int	cu_backoff_ms(int attempt, int cap_ms);
 
 /* module init hooks */
 extern void cu_guard_init(void);

@@ -33,8 +33,6 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
-#include "storage/latch.h"
-#include "pgstat.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -656,17 +654,6 @@ set_state(Migration *m, const char *state)
 					"WHERE migration_id OPERATOR(pg_catalog.=) $1", 2, types, values, NULL, SPI_OK_UPDATE);
 }
 
-static void
-sleep_ms(int ms)
-{
-	if (ms <= 0)
-		return;
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 ms, PG_WAIT_EXTENSION);
-	ResetLatch(MyLatch);
-	CHECK_FOR_INTERRUPTS();
-}
-
 /* Run the steps once, in the current subtransaction. */
 static void
 phase_attempt(Migration *m, const PhaseRule *rule, List *steps, Oid owner, int attempt)
@@ -801,8 +788,7 @@ cu_run_phase_internal(int64 migration_id, const char *phase, Jsonb *options)
 		FreeErrorData(edata);
 		current_options = options;
 		/* nothing is held now: back off 50 ms doubling up to 2 s, with jitter */
-		sleep_ms((int) (Min(2000, 50 << Min(attempt - 1, 6)) *
-						(0.5 + 0.5 * ((double) (random() % 1000) / 1000.0))));
+		cu_sleep_ms(cu_backoff_ms(attempt, 2000));
 	}
 	current_options = saved_options;
 	AtEOXact_GUC(true, nest);

@@ -129,14 +129,9 @@ cu_cache_depends_on(CuCacheEntry *entry, Oid relid)
 SPIPlanPtr
 cu_prepare_kept(CuCacheEntry *entry, const char *sql, int nargs, Oid *argtypes)
 {
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+	SPIPlanPtr	plan = cu_prepare_keep(sql, nargs, argtypes);
 	MemoryContext old;
 
-	if (plan == NULL)
-		elog(ERROR, "customer_unify: SPI_prepare failed (%s) for: %s",
-			 SPI_result_code_string(SPI_result), sql);
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "customer_unify: SPI_keepplan failed");
 	old = MemoryContextSwitchTo(entry->cxt);
 	entry->plans = lappend(entry->plans, plan);
 	MemoryContextSwitchTo(old);

@@ -457,12 +457,7 @@ route_plan(Route *r, RouteOp op, Bitmapset *mask)
 	p->op = op;
 	p->mask = bms_copy(mask);
 	MemoryContextSwitchTo(old);
-	p->plan = SPI_prepare(sql, nparams, types);
-	if (p->plan == NULL)
-		elog(ERROR, "customer_unify: SPI_prepare failed (%s) for: %s",
-			 SPI_result_code_string(SPI_result), sql);
-	if (SPI_keepplan(p->plan) != 0)
-		elog(ERROR, "customer_unify: SPI_keepplan failed");
+	p->plan = cu_prepare_keep(sql, nparams, types);
 	old = MemoryContextSwitchTo(r->entry->cxt);
 	r->plans = lappend(r->plans, p);
 	MemoryContextSwitchTo(old);
