@@ -8,10 +8,10 @@ OBJS        = src/customer_unify.o src/guard.o src/plan_cache.o src/owner_contex
 # hashes against src/sql/released.sha256); the current release is assembled
 # from the pieces below by `make sql` and committed, so that it freezes in
 # turn when the next release starts.
-CURRENT_VERSION = 1.1
+CURRENT_VERSION = 1.2
 SQL_PIECES  = src/sql/engine.sql src/sql/builders.sql src/sql/verify.sql src/sql/guard.sql \
               src/sql/split.sql src/sql/api.sql
-SQL_CURRENT = src/sql/customer_unify--$(CURRENT_VERSION).sql src/sql/customer_unify--1.0--$(CURRENT_VERSION).sql
+SQL_CURRENT = src/sql/customer_unify--$(CURRENT_VERSION).sql src/sql/customer_unify--1.1--$(CURRENT_VERSION).sql
 DATA        = $(sort $(wildcard src/sql/customer_unify--*.sql) $(SQL_CURRENT))
 
 # pg_regress tier: sql/*.sql with expected/*.out
@@ -41,14 +41,15 @@ all: $(SQL_CURRENT)
 $(OBJS): src/customer_unify.h
 
 INSTALL_PIECES = src/sql/header-install.sql src/sql/catalog/operation.sql src/sql/catalog/base.sql \
-                 src/sql/catalog/engine.sql $(SQL_PIECES) src/sql/registry.sql src/sql/guard-triggers.sql
-UPDATE_PIECES  = src/sql/updates/1.0--1.1-pre.sql src/sql/catalog/operation.sql src/sql/catalog/engine.sql \
-                 $(SQL_PIECES) src/sql/registry.sql src/sql/updates/1.0--1.1-post.sql src/sql/guard-triggers.sql
+                 src/sql/catalog/engine.sql src/sql/catalog/merge.sql $(SQL_PIECES) src/sql/registry.sql \
+                 src/sql/guard-triggers.sql
+UPDATE_PIECES  = src/sql/updates/1.1--1.2-pre.sql src/sql/catalog/merge.sql \
+                 $(SQL_PIECES) src/sql/registry.sql src/sql/updates/1.1--1.2-post.sql
 
 src/sql/customer_unify--$(CURRENT_VERSION).sql: $(INSTALL_PIECES)
 	cat $^ > $@
 
-src/sql/customer_unify--1.0--$(CURRENT_VERSION).sql: $(UPDATE_PIECES)
+src/sql/customer_unify--1.1--$(CURRENT_VERSION).sql: $(UPDATE_PIECES)
 	cat $^ > $@
 
 .PHONY: sql test demo bench
@@ -63,4 +64,4 @@ bench:
 # for test/static/run: each assembled script and its pieces, one line each
 print-assembly:
 	@echo src/sql/customer_unify--$(CURRENT_VERSION).sql $(INSTALL_PIECES)
-	@echo src/sql/customer_unify--1.0--$(CURRENT_VERSION).sql $(UPDATE_PIECES)
+	@echo src/sql/customer_unify--1.1--$(CURRENT_VERSION).sql $(UPDATE_PIECES)

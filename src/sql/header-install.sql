@@ -1,5 +1,6 @@
-/* customer_unify 1.1: the engine (catalog, phases, sync triggers, copy,
- * verify, guard) and the split operation on it.
+/* customer_unify 1.2: the engine (catalog, phases, sync triggers, copy,
+ * verify, guard), the split and merge operations on it, the normalizers
+ * and the matcher.
  *
  * Assembled by `make sql` from src/sql/catalog.sql and the pieces listed in
  * the Makefile's SQL_PIECES; edit those, not this file.

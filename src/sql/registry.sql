@@ -1,5 +1,6 @@
 -------------------------------------------------------------------------------
--- registry.sql: the operations of this release (once per release script).
+-- registry.sql: the operations of this release.  Fresh install and update
+-- alike: a kind a previous release registered gets its current functions.
 -------------------------------------------------------------------------------
 INSERT INTO customer_unify.operation (kind, validate, steps, copy_plan, verify, dependents, describe, security)
 VALUES ('split',
@@ -9,4 +10,7 @@ VALUES ('split',
         'customer_unify._split_verify(customer_unify.migration, boolean)',
         'customer_unify._split_dependents(customer_unify.migration)',
         'customer_unify._split_describe(customer_unify.migration)',
-        'customer_unify._split_security_steps(customer_unify.migration)');
+        'customer_unify._split_security_steps(customer_unify.migration)')
+ON CONFLICT (kind) DO UPDATE SET validate = EXCLUDED.validate, steps = EXCLUDED.steps,
+    copy_plan = EXCLUDED.copy_plan, verify = EXCLUDED.verify, dependents = EXCLUDED.dependents,
+    describe = EXCLUDED.describe, security = EXCLUDED.security;

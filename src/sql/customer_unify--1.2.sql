@@ -1,0 +1,2351 @@
+/* customer_unify 1.2: the engine (catalog, phases, sync triggers, copy,
+ * verify, guard), the split and merge operations on it, the normalizers
+ * and the matcher.
+ *
+ * Assembled by `make sql` from src/sql/catalog.sql and the pieces listed in
+ * the Makefile's SQL_PIECES; edit those, not this file.
+ *
+ * Orchestration is SQL and PL/pgSQL; the hot paths (sync triggers, the batch
+ * copy engine, the compatibility-view router) and every write of the catalog
+ * are C functions in the module.  Every generated statement quotes
+ * identifiers (format('%I'), quote_ident) and every function pins
+ * search_path, except the documented exceptions in src/sql/engine.sql.
+ */
+\echo Use "CREATE EXTENSION customer_unify" to load this file. \quit
+-------------------------------------------------------------------------------
+-- catalog/operation.sql: the registry of operations (1.1).  Its rows are
+-- made by the release scripts (once.sql), not by users: not dumped.
+-------------------------------------------------------------------------------
+-- The operations (kinds of migration) and the functions that make each one:
+-- the engine dispatches on kind through this table.
+CREATE TABLE customer_unify.operation (
+    kind        text PRIMARY KEY,
+    validate    regprocedure NOT NULL,
+    steps       regprocedure NOT NULL,
+    copy_plan   regprocedure NOT NULL,
+    verify      regprocedure NOT NULL,
+    dependents  regprocedure NOT NULL,
+    describe    regprocedure NOT NULL,
+    security    regprocedure NOT NULL
+);
+COMMENT ON TABLE customer_unify.operation IS
+    'The operations of the engine: for each kind, its spec validator, step generator, copy plan, verify checks, dependents, description and the steps that carry the source''s security to its copies.';
+
+GRANT SELECT ON customer_unify.operation TO PUBLIC;
+
+-------------------------------------------------------------------------------
+-- catalog/base.sql: the tables 1.0 had, in their 1.1 shape (fresh install;
+-- updates/1.0--1.1-pre.sql alters 1.0's into the same).
+--
+-- Every table is written only by the engine's C functions, which check the
+-- caller's rights and then write as the extension's owner; no role has
+-- INSERT, UPDATE or DELETE on them.  Everyone may read them (progress,
+-- status).  The tables a migration carries are registered with
+-- pg_extension_config_dump, so pg_dump keeps them.
+--
+-- The column order of each table is that of 1.0 followed by what 1.1 added,
+-- so that a fresh install and 1.0 updated to 1.1 are the same
+-- (sql/upgrade_paths.sql compares them).
+-------------------------------------------------------------------------------
+
+CREATE TABLE customer_unify.migration (
+    id          bigserial PRIMARY KEY,
+    name        text NOT NULL UNIQUE CHECK (name <> ''),
+    kind        text NOT NULL CONSTRAINT migration_kind_fkey REFERENCES customer_unify.operation (kind),
+    spec        jsonb NOT NULL,
+    state       text NOT NULL DEFAULT 'planned'
+                CHECK (state IN ('planned', 'started', 'backfilled', 'verified',
+                                 'cut_over', 'finalized', 'rolled_back', 'failed')),
+    source      regclass NOT NULL,
+    owner       name NOT NULL DEFAULT current_user,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE customer_unify.migration IS
+    'One row per reshaping operation: its validated plan (spec) and where it is in planned -> started -> backfilled -> verified -> cut_over -> finalized.';
+
+CREATE TABLE customer_unify.step_log (
+    id            bigserial PRIMARY KEY,
+    migration_id  bigint NOT NULL REFERENCES customer_unify.migration (id) ON DELETE CASCADE,
+    phase         text NOT NULL,
+    seq           int NOT NULL,
+    statement     text NOT NULL,
+    inverse       text,
+    lock_mode     text,
+    lock_relation text,
+    rows          bigint,
+    duration_ms   numeric,
+    attempts      int NOT NULL DEFAULT 1,
+    outcome       text NOT NULL CHECK (outcome IN ('ok', 'failed', 'reverted')),
+    error         text,
+    started_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
+    creates_tag   text,
+    note          text
+);
+CREATE INDEX step_log_migration ON customer_unify.step_log (migration_id, id);
+COMMENT ON TABLE customer_unify.step_log IS
+    'Every statement run for a migration, with its inverse; rollback replays the inverses backwards.';
+
+CREATE TABLE customer_unify.backfill_state (
+    migration_id   bigint NOT NULL REFERENCES customer_unify.migration (id) ON DELETE CASCADE,
+    last_key       text,
+    end_key        text,
+    rows_done      bigint NOT NULL DEFAULT 0,
+    rows_total     bigint,
+    batches        bigint NOT NULL DEFAULT 0,
+    batch_size     int,
+    retries        bigint NOT NULL DEFAULT 0,
+    run_started_at timestamptz,
+    run_rows       bigint NOT NULL DEFAULT 0,
+    started_at     timestamptz,
+    updated_at     timestamptz,
+    finished_at    timestamptz,
+    stream         text NOT NULL DEFAULT 'main',
+    key_type       regtype,
+    position       bytea,
+    end_position   bytea,
+    plan           jsonb,
+    CONSTRAINT backfill_state_pkey PRIMARY KEY (migration_id, stream)
+);
+COMMENT ON TABLE customer_unify.backfill_state IS
+    'One row per copy stream of a migration: its plan and checkpoint. position is the last key copied in the key type''s binary form (last_key is its text, for people), committed with each batch.';
+
+SELECT pg_catalog.pg_extension_config_dump('customer_unify.migration', '');
+SELECT pg_catalog.pg_extension_config_dump('customer_unify.migration_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('customer_unify.step_log', '');
+SELECT pg_catalog.pg_extension_config_dump('customer_unify.step_log_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('customer_unify.backfill_state', '');
+
+-- Anyone may read the catalog; nobody writes it but the engine.
+GRANT USAGE ON SCHEMA customer_unify TO PUBLIC;
+GRANT SELECT ON customer_unify.migration, customer_unify.step_log, customer_unify.backfill_state TO PUBLIC;
+
+-------------------------------------------------------------------------------
+-- catalog/engine.sql: the tables 1.1 added to the catalog (fresh install and
+-- update alike).  Written only by the engine's C functions; read by all.
+-------------------------------------------------------------------------------
+-- The relations a migration owns or works on, by tag.  While a migration is
+-- live (planned .. cut_over) each relation belongs to it alone.
+CREATE TABLE customer_unify.migration_relation (
+    migration_id bigint NOT NULL REFERENCES customer_unify.migration (id) ON DELETE CASCADE,
+    tag          text NOT NULL,
+    relid        regclass NOT NULL,
+    role         text NOT NULL CHECK (role IN ('source', 'target', 'view', 'reference', 'history', 'archive')),
+    created      boolean NOT NULL DEFAULT false,
+    nspname      name NOT NULL,
+    relname      name NOT NULL,
+    live         boolean NOT NULL DEFAULT true,
+    PRIMARY KEY (migration_id, tag)
+);
+CREATE UNIQUE INDEX migration_relation_one_live
+    ON customer_unify.migration_relation (relid) WHERE live;
+COMMENT ON TABLE customer_unify.migration_relation IS
+    'Relations of each migration (source, target, compatibility view, ...) with the names they had when registered; a relation takes part in one live migration at most.';
+
+-- Every statement of every phase, generated once by start() and run from here.
+CREATE TABLE customer_unify.step (
+    migration_id  bigint NOT NULL REFERENCES customer_unify.migration (id) ON DELETE CASCADE,
+    phase         text NOT NULL,
+    seq           int NOT NULL,
+    statement     text NOT NULL,
+    inverse       text,
+    lock_mode     text,
+    lock_relation text,
+    rows_estimate bigint,
+    registers     jsonb,
+    PRIMARY KEY (migration_id, phase, seq)
+);
+COMMENT ON TABLE customer_unify.step IS
+    'The frozen plan: every statement of every phase, generated at start; phases, resume and rollback run exactly these.';
+
+-- What the C sync triggers and the view router copy where.  A trigger carries
+-- one argument, the id of its map.
+CREATE TABLE customer_unify.sync_map (
+    id            bigserial PRIMARY KEY,
+    migration_id  bigint NOT NULL REFERENCES customer_unify.migration (id) ON DELETE CASCADE,
+    name          text NOT NULL,
+    from_tag      text NOT NULL,
+    to_tag        text NOT NULL,
+    from_key      name NOT NULL,
+    to_key        name NOT NULL,
+    mode          text NOT NULL DEFAULT 'live' CHECK (mode IN ('live', 'final')),
+    UNIQUE (migration_id, name)
+);
+CREATE TABLE customer_unify.sync_map_column (
+    map_id       bigint NOT NULL REFERENCES customer_unify.sync_map (id) ON DELETE CASCADE,
+    ord          int NOT NULL,
+    from_column  name NOT NULL,
+    to_column    name NOT NULL,
+    PRIMARY KEY (map_id, ord)
+);
+COMMENT ON TABLE customer_unify.sync_map IS
+    'Maps of the sync triggers and the compatibility-view router: from which relation (by tag) and key to which, with the column pairs in sync_map_column.';
+
+SELECT pg_catalog.pg_extension_config_dump('customer_unify.migration_relation', '');
+SELECT pg_catalog.pg_extension_config_dump('customer_unify.step', '');
+SELECT pg_catalog.pg_extension_config_dump('customer_unify.sync_map', '');
+SELECT pg_catalog.pg_extension_config_dump('customer_unify.sync_map_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('customer_unify.sync_map_column', '');
+
+GRANT SELECT ON customer_unify.migration_relation, customer_unify.step,
+                customer_unify.sync_map, customer_unify.sync_map_column TO PUBLIC;
+
+-- A statement of a phase as a step builder returns it (builders.sql).
+CREATE TYPE customer_unify.step_def AS (
+    statement     text,
+    inverse       text,
+    lock_mode     text,
+    lock_relation text,
+    registers     jsonb
+);
+COMMENT ON TYPE customer_unify.step_def IS
+    'One statement of a phase as a builder returns it; the operation adds the phase and the order.';
+-------------------------------------------------------------------------------
+-- catalog/merge.sql: the tables 1.2 added to the catalog (fresh install and
+-- update alike): the id crosswalk of the operations that give rows new keys
+-- and the DBA's decisions about matches.  Written only by the engine's C
+-- functions (as the extension's owner, after checking the caller's rights
+-- on the migration); read by all; kept by pg_dump.
+-------------------------------------------------------------------------------
+-- Every source row of a merge and the key of the target row it became.
+-- Permanent: finalize keeps it, so old keys stay resolvable.
+CREATE TABLE customer_unify.id_map (
+    migration_id bigint NOT NULL REFERENCES customer_unify.migration (id) ON DELETE CASCADE,
+    source_tag   text NOT NULL,
+    source       regclass NOT NULL,
+    old_key      text NOT NULL,
+    old_key_type regtype NOT NULL,
+    target_key   text NOT NULL,
+    rule         text NOT NULL,
+    merged_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (migration_id, source_tag, old_key)
+);
+CREATE INDEX id_map_target ON customer_unify.id_map (migration_id, target_key);
+COMMENT ON TABLE customer_unify.id_map IS
+    'The id crosswalk: each source row of a merge (its table and old key, as text and with its type), the key of the target row it became and the match rule that put it there.';
+
+-- Manual decisions about two source rows: never merge them, or always.
+-- They outlive re-runs of the match.
+CREATE TABLE customer_unify.match_decision (
+    migration_id bigint NOT NULL REFERENCES customer_unify.migration (id) ON DELETE CASCADE,
+    decision     text NOT NULL CHECK (decision IN ('never', 'always')),
+    a_tag        text NOT NULL,
+    a_key        text NOT NULL,
+    b_tag        text NOT NULL,
+    b_key        text NOT NULL,
+    decided_by   name NOT NULL DEFAULT current_user,
+    decided_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (migration_id, a_tag, a_key, b_tag, b_key)
+);
+COMMENT ON TABLE customer_unify.match_decision IS
+    'Decisions of the DBA about pairs of source rows of a merge (never merge, always merge); the matcher obeys them.';
+
+SELECT pg_catalog.pg_extension_config_dump('customer_unify.id_map', '');
+SELECT pg_catalog.pg_extension_config_dump('customer_unify.match_decision', '');
+
+GRANT SELECT ON customer_unify.id_map, customer_unify.match_decision TO PUBLIC;
+-------------------------------------------------------------------------------
+-- engine.sql: the engine's C entry points and its SQL helpers.
+--
+-- search_path: every SQL and PL/pgSQL function pins it.  The exceptions:
+--  * the row-level C trigger functions and the guards their WHEN clauses call
+--    carry no SET clause, which would cost a GUC save/restore per row; they
+--    need none, every statement they prepare is schema-qualified and names
+--    operators by schema (OPERATOR(pg_catalog.=), or the key's own);
+--  * the procedures that COMMIT (backfill, run) cannot carry one; they set it
+--    transaction-locally in each transaction they open;
+--  * the compatibility view's row function (see builders.sql) must stay
+--    inlinable, which a SET clause forbids; its body is schema-qualified.
+-------------------------------------------------------------------------------
+
+-- true while a mirrored write of this migration runs (the sync triggers' WHEN)
+CREATE OR REPLACE FUNCTION customer_unify._mirror_guard(migration bigint) RETURNS boolean
+    LANGUAGE c VOLATILE STRICT PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'cu_mirror_guard';
+
+-- true while the engine runs a migration's own statements (the DDL guard stands aside)
+CREATE OR REPLACE FUNCTION customer_unify._engine_active() RETURNS boolean
+    LANGUAGE c VOLATILE PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'cu_engine_active';
+
+-- true while the view router waits for the row its statement stored
+CREATE OR REPLACE FUNCTION customer_unify._route_capturing() RETURNS boolean
+    LANGUAGE c VOLATILE PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'cu_route_capturing';
+
+CREATE OR REPLACE FUNCTION customer_unify.mirror_row() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cu_mirror_row';
+COMMENT ON FUNCTION customer_unify.mirror_row() IS
+    'AFTER ROW sync trigger of a live migration: mirrors the row into the other shape, as its sync_map (the one argument) says.';
+
+CREATE OR REPLACE FUNCTION customer_unify.mirror_flush() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cu_mirror_flush';
+COMMENT ON FUNCTION customer_unify.mirror_flush() IS
+    'AFTER STATEMENT sync trigger: writes the rows the row trigger collected with one statement.';
+
+CREATE OR REPLACE FUNCTION customer_unify.mirror_truncate() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cu_mirror_truncate';
+COMMENT ON FUNCTION customer_unify.mirror_truncate() IS
+    'TRUNCATE triggers of a live migration: a TRUNCATE of the source empties the target too; the target alone cannot be truncated.';
+
+CREATE OR REPLACE FUNCTION customer_unify.compat_route() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cu_compat_route';
+COMMENT ON FUNCTION customer_unify.compat_route() IS
+    'INSTEAD OF trigger of a compatibility view: routes INSERT/UPDATE/DELETE (with RETURNING) to the new tables.';
+
+CREATE OR REPLACE FUNCTION customer_unify.route_capture() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cu_route_capture';
+COMMENT ON FUNCTION customer_unify.route_capture() IS
+    'After finalize: hands the compatibility-view router the row versions its statements stored.';
+
+-- The trigger functions of 1.0, whose arguments carried the names themselves:
+-- kept so that triggers 1.0 made (a migration finalized on 1.0 keeps its
+-- view's router) go on working.  New migrations use the functions above.
+CREATE OR REPLACE FUNCTION customer_unify._sync_guard_active() RETURNS boolean
+    LANGUAGE c VOLATILE PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'cu_sync_guard_active';
+CREATE OR REPLACE FUNCTION customer_unify.split_sync_source() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cu_split_sync_source';
+COMMENT ON FUNCTION customer_unify.split_sync_source() IS
+    '1.0 sync trigger of a split source (arguments: names); kept for triggers made by 1.0.';
+CREATE OR REPLACE FUNCTION customer_unify.split_sync_flush() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cu_split_sync_flush';
+COMMENT ON FUNCTION customer_unify.split_sync_flush() IS
+    '1.0 statement-level sync trigger of a split source; kept for triggers made by 1.0.';
+CREATE OR REPLACE FUNCTION customer_unify.split_sync_target() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cu_split_sync_target';
+COMMENT ON FUNCTION customer_unify.split_sync_target() IS
+    '1.0 sync trigger of a split target (arguments: names); kept for triggers made by 1.0.';
+CREATE OR REPLACE FUNCTION customer_unify.compat_view_route() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cu_compat_view_route';
+COMMENT ON FUNCTION customer_unify.compat_view_route() IS
+    '1.0 router of a compatibility view (arguments: names); kept for views made by 1.0.';
+
+-- The engine (engine.c): the only writers of the catalog.
+CREATE OR REPLACE FUNCTION customer_unify._create_migration(kind text, name text, args jsonb) RETURNS bigint
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cu_create_migration';
+CREATE OR REPLACE FUNCTION customer_unify._run_phase(migration bigint, phase text, options jsonb DEFAULT NULL) RETURNS text
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cu_run_phase';
+CREATE OR REPLACE FUNCTION customer_unify._verify(migration bigint)
+    RETURNS TABLE (check_name text, expected text, actual text, ok boolean)
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cu_verify';
+CREATE OR REPLACE FUNCTION customer_unify._phase_option(key text) RETURNS text
+    LANGUAGE c STABLE STRICT
+    AS 'MODULE_PATHNAME', 'cu_phase_option';
+CREATE OR REPLACE FUNCTION customer_unify._copy_statement(plan jsonb) RETURNS text
+    LANGUAGE c STABLE STRICT
+    AS 'MODULE_PATHNAME', 'cu_copy_statement';
+CREATE OR REPLACE FUNCTION customer_unify._plan_cache_stats(
+    OUT entries bigint, OUT valid_entries bigint, OUT plans bigint, OUT builds bigint, OUT invalidations bigint)
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cu_plan_cache_stats';
+COMMENT ON FUNCTION customer_unify._plan_cache_stats() IS
+    'This backend''s cache of sync-trigger and router plans: entries, valid ones, kept plans, builds and invalidations since it started.';
+
+-------------------------------------------------------------------------------
+-- Helpers
+-------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION customer_unify._qual(p_schema text, p_rel text) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT
+    SET search_path = pg_catalog, pg_temp
+    RETURN pg_catalog.quote_ident(p_schema) OPERATOR(pg_catalog.||) '.'
+           OPERATOR(pg_catalog.||) pg_catalog.quote_ident(p_rel);
+
+-- Fetch a migration by name, or raise 42704.
+CREATE OR REPLACE FUNCTION customer_unify._get(p_name text) RETURNS customer_unify.migration
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v customer_unify.migration;
+BEGIN
+    IF p_name IS NULL THEN
+        RAISE EXCEPTION 'migration name must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO v FROM customer_unify.migration m WHERE m.name = p_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'migration "%" does not exist', p_name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'List migrations with: SELECT name, state FROM customer_unify.progress;';
+    END IF;
+    RETURN v;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION customer_unify._next_step_hint(p_state text, p_name text) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE p_state
+        WHEN 'planned'     THEN format('Next: SELECT customer_unify.start(%L);', p_name)
+        WHEN 'started'     THEN format('Next: CALL customer_unify.backfill(%L);', p_name)
+        WHEN 'backfilled'  THEN format('Next: SELECT * FROM customer_unify.verify(%L);', p_name)
+        WHEN 'verified'    THEN format('Next: SELECT customer_unify.cutover(%L);', p_name)
+        WHEN 'cut_over'    THEN format('Next: SELECT customer_unify.finalize(%L); or customer_unify.rollback(%L);', p_name, p_name)
+        WHEN 'finalized'   THEN 'The migration is finished; nothing more to do.'
+        WHEN 'rolled_back' THEN 'The migration was rolled back; plan a new one under another name.'
+        ELSE 'Inspect customer_unify.step_log for this migration.'
+    END
+$$;
+
+-- The function of an operation for one role (validate, steps, ...), for dynamic calls.
+CREATE OR REPLACE FUNCTION customer_unify._operation_function(p_kind text, p_role text) RETURNS text
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v text;
+BEGIN
+    EXECUTE format('SELECT o.%I::regproc::text FROM customer_unify.operation o WHERE o.kind = $1', p_role)
+       INTO v USING p_kind;
+    IF v IS NULL THEN
+        RAISE EXCEPTION 'unknown kind of migration "%"', p_kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN v;
+END
+$$;
+
+-- A relation of a migration by tag (NULL when it is not registered or gone).
+CREATE OR REPLACE FUNCTION customer_unify._relation(p_migration bigint, p_tag text) RETURNS regclass
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT r.relid FROM customer_unify.migration_relation r
+      JOIN pg_class c ON c.oid = r.relid
+     WHERE r.migration_id = p_migration AND r.tag = p_tag
+$$;
+
+-- The id of a sync map of a migration.
+CREATE OR REPLACE FUNCTION customer_unify._map_id(p_migration bigint, p_name text) RETURNS bigint
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT s.id FROM customer_unify.sync_map s WHERE s.migration_id = p_migration AND s.name = p_name
+$$;
+
+-------------------------------------------------------------------------------
+-- Gates: steps of a phase that decide whether it may go on.  They read the
+-- options the phase was called with (customer_unify._phase_option) and say
+-- what they decided (kept in step_log.note).
+-------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION customer_unify._gate_verify(p_migration bigint) RETURNS text
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m customer_unify.migration;
+    v_failed text;
+BEGIN
+    SELECT * INTO m FROM customer_unify.migration x WHERE x.id = p_migration;
+    IF customer_unify._phase_option('skip_verify') = 'true' THEN
+        RETURN 'verify skipped: called with skip_verify => true';
+    END IF;
+    -- the exact row-by-row comparison, without the checksums a DBA reads
+    EXECUTE format('SELECT string_agg(format(%L, v.check_name, v.expected, v.actual), %L ORDER BY v.check_name) FROM %s($1, false) v WHERE NOT v.ok',
+                   '%s: expected %s, got %s', '; ', customer_unify._operation_function(m.kind, 'verify'))
+       INTO v_failed USING m;
+    IF v_failed IS NOT NULL THEN
+        RAISE EXCEPTION 'verification of migration "%" failed', m.name
+            USING ERRCODE = 'integrity_constraint_violation',
+                  DETAIL = v_failed,
+                  HINT = 'Inspect SELECT * FROM customer_unify.verify(...); nothing was changed.';
+    END IF;
+    RETURN 'verified';
+END
+$$;
+
+CREATE OR REPLACE FUNCTION customer_unify._gate_dependents(p_migration bigint) RETURNS text
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m customer_unify.migration;
+    v_ignore boolean := coalesce(customer_unify._phase_option('ignore_text_matches') = 'true', false);
+    v_list text;
+BEGIN
+    SELECT * INTO m FROM customer_unify.migration x WHERE x.id = p_migration;
+    EXECUTE format('SELECT string_agg(format(%L, d.object_type, d.object_name, d.dependency), $3 ORDER BY d.object_type, d.object_name) '
+                   'FROM %s($1) d WHERE d.blocks_finalize AND NOT ($2 AND d.object_type = %L)',
+                   '%s %s (%s)', customer_unify._operation_function(m.kind, 'dependents'), 'function (text match)')
+       INTO v_list USING m, v_ignore, E'\n';
+    IF v_list IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot finalize migration "%": objects depend on the moved columns', m.name
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  DETAIL = v_list,
+                  HINT = 'Point them at the new table or the compatibility view first; text matches can be overridden with ignore_text_matches => true.';
+    END IF;
+    RETURN CASE WHEN v_ignore THEN 'no blocking dependents (text matches ignored)' ELSE 'no blocking dependents' END;
+END
+$$;
+
+-------------------------------------------------------------------------------
+-- Progress
+-------------------------------------------------------------------------------
+CREATE OR REPLACE VIEW customer_unify.progress WITH (security_invoker = true) AS
+SELECT m.name,
+       m.kind,
+       m.state,
+       b.rows_done,
+       b.rows_total,
+       round(100.0 * b.rows_done / NULLIF(GREATEST(b.rows_total, b.rows_done), 0), 1) AS percent,
+       CASE WHEN b.updated_at > b.run_started_at
+            THEN round(b.run_rows / EXTRACT(epoch FROM b.updated_at - b.run_started_at))
+       END AS rows_per_sec,
+       CASE WHEN b.finished_at IS NULL AND b.run_rows > 0 AND b.updated_at > b.run_started_at
+                 AND b.rows_total > b.rows_done
+            THEN make_interval(secs => (b.rows_total - b.rows_done)
+                               / (b.run_rows / EXTRACT(epoch FROM b.updated_at - b.run_started_at)))
+       END AS eta,
+       b.batches,
+       b.last_key,
+       b.started_at,
+       b.updated_at,
+       b.finished_at,
+       b.stream
+  FROM customer_unify.migration m
+  LEFT JOIN customer_unify.backfill_state b ON b.migration_id = m.id;
+COMMENT ON VIEW customer_unify.progress IS 'Backfill progress of every migration and copy stream: rows done / estimated total, rate and ETA.';
+GRANT SELECT ON customer_unify.progress TO PUBLIC;
+-------------------------------------------------------------------------------
+-- builders.sql: the shared step builders.  An operation's step generator is
+-- made of these: each takes explicit relations and columns and returns the
+-- statements (with inverse, lock, and what the engine must register) that
+-- do one thing.  Names of existing objects come from the catalog by OID
+-- (regclass output, pg_attribute, format_type); new names are the validated
+-- ones of the spec; all are quoted.
+-------------------------------------------------------------------------------
+
+
+CREATE OR REPLACE FUNCTION customer_unify._b_step(p_statement text, p_inverse text DEFAULT NULL,
+    p_lock_mode text DEFAULT NULL, p_lock_relation text DEFAULT NULL, p_registers jsonb DEFAULT NULL)
+    RETURNS customer_unify.step_def
+    LANGUAGE sql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ROW(p_statement, p_inverse, p_lock_mode, p_lock_relation, p_registers)::customer_unify.step_def
+$$;
+
+-- LOCK TABLE: phases take their locks first, in the order writers take them.
+CREATE OR REPLACE FUNCTION customer_unify._b_lock(p_rel text, p_mode text)
+    RETURNS customer_unify.step_def
+    LANGUAGE sql IMMUTABLE STRICT
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT customer_unify._b_step(format('LOCK TABLE ONLY %s IN %s MODE', p_rel, p_mode), NULL, p_mode, p_rel)
+$$;
+
+-- A relation's qualified name from the catalog.
+CREATE OR REPLACE FUNCTION customer_unify._b_name(p_rel regclass) RETURNS text
+    LANGUAGE sql STABLE STRICT
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT customer_unify._qual(n.nspname, c.relname)
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = p_rel
+$$;
+
+-- Columns of a relation in attnum order, with what re-creates them elsewhere.
+CREATE OR REPLACE FUNCTION customer_unify._b_columns(p_rel regclass, p_columns text[])
+    RETURNS TABLE (attnum int, attname text, typ text, collation_clause text, notnull boolean,
+                   default_expr text, comment text, attacl aclitem[], atttypid oid,
+                   identity "char", generated "char")
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT a.attnum::int, a.attname::text, format_type(a.atttypid, a.atttypmod),
+           CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation
+                THEN ' COLLATE ' || quote_ident(cn.nspname) || '.' || quote_ident(co.collname) END,
+           a.attnotnull,
+           pg_get_expr(d.adbin, d.adrelid),
+           col_description(a.attrelid, a.attnum),
+           a.attacl, a.atttypid, a.attidentity, a.attgenerated
+      FROM pg_attribute a
+      JOIN pg_type t ON t.oid = a.atttypid
+      LEFT JOIN pg_collation co ON co.oid = a.attcollation
+      LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace
+      LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+     WHERE a.attrelid = p_rel AND a.attnum > 0 AND NOT a.attisdropped
+       AND (p_columns IS NULL OR a.attname::text = ANY (p_columns))
+     ORDER BY a.attnum
+$$;
+
+-- The btree equality operator of a key column's unique index (or its type's
+-- default), as OPERATOR(schema.=), for statements whatever the search_path.
+CREATE OR REPLACE FUNCTION customer_unify._b_key_eq(p_rel regclass, p_column text) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH col AS (
+        SELECT a.attnum, a.atttypid FROM pg_attribute a
+         WHERE a.attrelid = p_rel AND a.attname = p_column AND NOT a.attisdropped
+    ), cls AS (
+        SELECT coalesce(
+            (SELECT i.indclass[0] FROM pg_index i, col
+              WHERE i.indrelid = p_rel AND i.indisunique AND i.indnkeyatts = 1 AND i.indkey[0] = col.attnum
+                AND i.indexprs IS NULL AND i.indpred IS NULL
+              ORDER BY i.indisprimary DESC LIMIT 1),
+            (SELECT oc.oid FROM pg_opclass oc, col
+              WHERE oc.opcmethod = (SELECT oid FROM pg_am WHERE amname = 'btree')
+                AND oc.opcdefault AND oc.opcintype = col.atttypid)) AS opclass
+    )
+    SELECT format('OPERATOR(%I.%s)', n.nspname, o.oprname)
+      FROM cls
+      JOIN pg_opclass oc ON oc.oid = cls.opclass
+      JOIN pg_amop ao ON ao.amopfamily = oc.opcfamily AND ao.amoplefttype = oc.opcintype
+                     AND ao.amoprighttype = oc.opcintype AND ao.amopstrategy = 3
+      JOIN pg_operator o ON o.oid = ao.amopopr
+      JOIN pg_namespace n ON n.oid = o.oprnamespace
+$$;
+
+-- GRANT statements re-creating an ACL (of a table, or of one column) on another object.
+CREATE OR REPLACE FUNCTION customer_unify._b_grants(p_acl aclitem[], p_object text, p_column text)
+    RETURNS SETOF text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('GRANT %s%s ON %s TO %s%s',
+                  e.privilege_type,
+                  CASE WHEN p_column IS NOT NULL THEN ' (' || quote_ident(p_column) || ')' ELSE '' END,
+                  p_object,
+                  CASE WHEN e.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(e.grantee)) END,
+                  CASE WHEN e.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END)
+      FROM aclexplode(p_acl) e
+     WHERE e.grantee <> e.grantor OR e.grantee = 0
+     GROUP BY e.privilege_type, e.grantee, e.is_grantable
+     ORDER BY e.grantee, e.privilege_type
+$$;
+
+-- The privileges of a source carried to another relation: table privileges,
+-- and column privileges through a column map [[source column, other column]].
+CREATE OR REPLACE FUNCTION customer_unify._b_privileges(p_source regclass, p_object text, p_column_map jsonb)
+    RETURNS SETOF customer_unify.step_def
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT customer_unify._b_step(g, NULL, NULL, p_object)
+      FROM (SELECT customer_unify._b_grants(c.relacl, p_object, NULL) AS g, 0 AS o
+              FROM pg_class c WHERE c.oid = p_source
+            UNION ALL
+            SELECT customer_unify._b_grants(a.attacl, p_object, m.pair->>1), m.n
+              FROM jsonb_array_elements(p_column_map) WITH ORDINALITY m(pair, n)
+              JOIN pg_attribute a ON a.attrelid = p_source AND a.attname = m.pair->>0
+             WHERE a.attacl IS NOT NULL) x
+     ORDER BY x.o
+$$;
+
+-- The roles that may use a source (table or column privileges): they need
+-- USAGE on a schema that holds its new shape.
+CREATE OR REPLACE FUNCTION customer_unify._b_grantees(p_source regclass) RETURNS SETOF oid
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT DISTINCT e.grantee
+      FROM (SELECT c.relacl AS acl, c.relowner FROM pg_class c WHERE c.oid = p_source
+            UNION ALL
+            SELECT a.attacl, c.relowner FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+             WHERE a.attrelid = p_source AND a.attacl IS NOT NULL) x,
+           aclexplode(x.acl) e
+     WHERE e.grantee <> x.relowner
+$$;
+
+CREATE OR REPLACE FUNCTION customer_unify._b_schema_usage(p_source regclass, p_schema text)
+    RETURNS SETOF customer_unify.step_def
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT customer_unify._b_step(format('GRANT USAGE ON SCHEMA %I TO %s', p_schema,
+                                         CASE WHEN g = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(g)) END),
+                                  NULL, NULL, quote_ident(p_schema))
+      FROM customer_unify._b_grantees(p_source) g
+     ORDER BY g
+$$;
+
+-- Row-level security of a source carried to a new table that is 1:1 with it:
+-- the same switches, and each policy of the source with its expressions
+-- evaluated on the source row the new row belongs to.  A comment on each
+-- copy records the source policy's definition, so the guard can tell when
+-- the source's policies changed.
+CREATE OR REPLACE FUNCTION customer_unify._b_policy_copies(p_source regclass, p_source_key text,
+    p_target text, p_target_relname text, p_link text)
+    RETURNS SETOF customer_unify.step_def
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_rel record;
+    p record;
+    v_srcname name := (SELECT c.relname FROM pg_class c WHERE c.oid = p_source);
+    v_row text;
+BEGIN
+    -- the source row is aliased by the source's own name, so that a policy
+    -- naming its table (docs.id) means that row; the target row is named by
+    -- its table, or, where the names are the same, by the bare link column
+    v_row := format('EXISTS (SELECT 1 FROM ONLY %s %I WHERE %I.%I %s %s',
+                    customer_unify._b_name(p_source), v_srcname, v_srcname, p_source_key,
+                    customer_unify._b_key_eq(p_source, p_source_key),
+                    CASE WHEN p_target_relname <> v_srcname THEN format('%I.%I', p_target_relname, p_link)
+                         ELSE quote_ident(p_link) END);
+    SELECT c.relrowsecurity, c.relforcerowsecurity INTO v_rel FROM pg_class c WHERE c.oid = p_source;
+    IF v_rel.relrowsecurity THEN
+        RETURN NEXT customer_unify._b_step(format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', p_target),
+                                           NULL, 'SHARE ROW EXCLUSIVE', p_target);
+    END IF;
+    IF v_rel.relforcerowsecurity THEN
+        RETURN NEXT customer_unify._b_step(format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', p_target),
+                                           NULL, 'SHARE ROW EXCLUSIVE', p_target);
+    END IF;
+    FOR p IN SELECT * FROM customer_unify._policy_definitions(p_source) d ORDER BY d.polname LOOP
+        RETURN NEXT customer_unify._b_step(
+            format('CREATE POLICY %I ON %s AS %s FOR %s TO %s%s%s',
+                   p.polname, p_target, p.permissive, p.command, p.roles,
+                   CASE WHEN p.qual IS NOT NULL THEN format(' USING (%s AND (%s)))', v_row, p.qual) ELSE '' END,
+                   CASE WHEN p.with_check IS NOT NULL THEN format(' WITH CHECK (%s AND (%s)))', v_row, p.with_check) ELSE '' END),
+            NULL, 'ACCESS EXCLUSIVE', p_target);
+        RETURN NEXT customer_unify._b_step(
+            format('COMMENT ON POLICY %I ON %s IS %L', p.polname, p_target,
+                   format('customer_unify: copy of policy %s on %s, evaluated on the row of %s it belongs to (%s)',
+                          quote_ident(p.polname), p_source::text, p_source::text, p.fingerprint)),
+            NULL, NULL, p_target);
+    END LOOP;
+END
+$$;
+
+-- The policies of a relation in the terms CREATE POLICY needs, with a fingerprint.
+CREATE OR REPLACE FUNCTION customer_unify._policy_definitions(p_rel regclass)
+    RETURNS TABLE (polname text, permissive text, command text, roles text, qual text, with_check text, fingerprint text)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT x.polname, x.permissive, x.command, x.roles, x.qual, x.with_check,
+           md5(concat_ws('|', x.polname, x.permissive, x.command, x.roles, x.qual, x.with_check))
+      FROM (SELECT p.polname::text,
+                   CASE WHEN p.polpermissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END AS permissive,
+                   CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
+                                 WHEN 'd' THEN 'DELETE' ELSE 'ALL' END AS command,
+                   (SELECT string_agg(CASE WHEN r = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r)) END, ', ' ORDER BY r)
+                      FROM unnest(p.polroles) r) AS roles,
+                   pg_get_expr(p.polqual, p.polrelid) AS qual,
+                   pg_get_expr(p.polwithcheck, p.polrelid) AS with_check
+              FROM pg_policy p WHERE p.polrelid = p_rel) x
+$$;
+
+-- The sync triggers of a 1:1 pair: a row trigger and a statement-level flush
+-- on the source, a row trigger on the target, TRUNCATE triggers on both; all
+-- fire whatever session_replication_role says (ENABLE ALWAYS).
+CREATE OR REPLACE FUNCTION customer_unify._b_sync_triggers(p_migration bigint, p_source text, p_target text,
+    p_forward_map bigint, p_backward_map bigint)
+    RETURNS SETOF customer_unify.step_def
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_pre text := 'customer_unify_' || p_migration;
+    v_when text := format('WHEN (NOT customer_unify._mirror_guard(%s))', p_migration);
+    t record;
+BEGIN
+    FOR t IN
+        SELECT * FROM (VALUES
+            (1, p_target, v_pre || '_sync', format('AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW %s EXECUTE FUNCTION customer_unify.mirror_row(%L)', p_target, v_when, p_backward_map)),
+            (2, p_target, v_pre || '_truncate', format('BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION customer_unify.mirror_truncate(%L)', p_target, p_backward_map)),
+            (3, p_source, v_pre || '_flush', format('AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT EXECUTE FUNCTION customer_unify.mirror_flush(%L)', p_source, p_forward_map)),
+            (4, p_source, v_pre || '_sync', format('AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW %s EXECUTE FUNCTION customer_unify.mirror_row(%L)', p_source, v_when, p_forward_map)),
+            (5, p_source, v_pre || '_truncate_begin', format('BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION customer_unify.mirror_truncate(%L)', p_source, p_forward_map)),
+            (6, p_source, v_pre || '_truncate', format('AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION customer_unify.mirror_truncate(%L)', p_source, p_forward_map))
+        ) x(n, rel, tgname, def) ORDER BY n
+    LOOP
+        RETURN NEXT customer_unify._b_step(format('CREATE TRIGGER %I %s', t.tgname, t.def),
+                                           format('DROP TRIGGER IF EXISTS %I ON %s', t.tgname, t.rel),
+                                           'SHARE ROW EXCLUSIVE', t.rel);
+        RETURN NEXT customer_unify._b_step(format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', t.rel, t.tgname),
+                                           NULL, 'SHARE ROW EXCLUSIVE', t.rel);
+    END LOOP;
+END
+$$;
+
+-- The drops of those triggers, at finalize.
+CREATE OR REPLACE FUNCTION customer_unify._b_drop_sync_triggers(p_migration bigint, p_source text, p_target text)
+    RETURNS SETOF customer_unify.step_def
+    LANGUAGE sql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT customer_unify._b_step(format('DROP TRIGGER %I ON %s', 'customer_unify_' || p_migration || x.suffix, x.rel),
+                                  NULL, 'ACCESS EXCLUSIVE', x.rel)
+      FROM (VALUES (1, p_source, '_sync'), (2, p_source, '_flush'), (3, p_source, '_truncate_begin'),
+                   (4, p_source, '_truncate'), (5, p_target, '_sync'), (6, p_target, '_truncate')) x(n, rel, suffix)
+     ORDER BY x.n
+$$;
+
+-- A foreign key added NOT VALID (a catalog change), to be validated later.
+CREATE OR REPLACE FUNCTION customer_unify._b_foreign_key(p_table text, p_name text, p_definition text)
+    RETURNS customer_unify.step_def
+    LANGUAGE sql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT customer_unify._b_step(
+        format('ALTER TABLE %s ADD CONSTRAINT %I %s NOT VALID', p_table, p_name, regexp_replace(p_definition, ' NOT VALID$', '')),
+        format('ALTER TABLE IF EXISTS %s DROP CONSTRAINT IF EXISTS %I', p_table, p_name),
+        'SHARE ROW EXCLUSIVE', p_table)
+$$;
+
+CREATE OR REPLACE FUNCTION customer_unify._b_validate(p_table text, p_name text)
+    RETURNS customer_unify.step_def
+    LANGUAGE sql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT customer_unify._b_step(format('ALTER TABLE %s VALIDATE CONSTRAINT %I', p_table, p_name),
+                                  NULL, 'SHARE UPDATE EXCLUSIVE', p_table)
+$$;
+
+-- The compatibility view's defaults: a view takes no defaults from its
+-- tables, so INSERTs through it get the old table's.  An identity column
+-- gets none: the router leaves it out of the INSERT when no value was given,
+-- and the table generates it as it would have (no rights on its sequence
+-- needed, GENERATED ALWAYS kept).
+CREATE OR REPLACE FUNCTION customer_unify._b_view_defaults(p_source regclass, p_view text)
+    RETURNS SETOF customer_unify.step_def
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT customer_unify._b_step(
+               format('ALTER VIEW %s ALTER COLUMN %I SET DEFAULT %s', p_view, c.attname,
+                      c.default_expr),
+               NULL, 'ACCESS EXCLUSIVE', p_view)
+      FROM customer_unify._b_columns(p_source, NULL) c
+     WHERE c.identity = '' AND c.default_expr IS NOT NULL AND c.generated = ''
+     ORDER BY c.attnum
+$$;
+
+-- The trigger that routes writes through a compatibility view (C router).
+-- It stays ENABLE (origin): PostgreSQL refuses ALTER TABLE ... ENABLE ALWAYS
+-- on a view, so a view trigger made ALWAYS another way would be dumped by
+-- pg_dump as a statement its restore refuses, and be lost.
+CREATE OR REPLACE FUNCTION customer_unify._b_route_trigger(p_migration bigint, p_view text, p_route_map bigint)
+    RETURNS SETOF customer_unify.step_def
+    LANGUAGE sql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT customer_unify._b_step(
+        format('CREATE TRIGGER %I INSTEAD OF INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION customer_unify.compat_route(%L)',
+               'customer_unify_' || p_migration || '_route', p_view, p_route_map),
+        format('DROP TRIGGER IF EXISTS %I ON %s', 'customer_unify_' || p_migration || '_route', p_view),
+        'SHARE ROW EXCLUSIVE', p_view)
+$$;
+
+-- After finalize the router learns the stored rows from these (see router.c).
+CREATE OR REPLACE FUNCTION customer_unify._b_capture_triggers(p_migration bigint, p_tables text[])
+    RETURNS SETOF customer_unify.step_def
+    LANGUAGE sql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT s FROM unnest(p_tables) WITH ORDINALITY t(rel, n),
+           LATERAL (VALUES
+               (1, customer_unify._b_step(
+                   format('CREATE TRIGGER %I AFTER INSERT OR UPDATE ON %s FOR EACH ROW WHEN (customer_unify._route_capturing()) EXECUTE FUNCTION customer_unify.route_capture()',
+                          'customer_unify_' || p_migration || '_capture', t.rel),
+                   format('DROP TRIGGER IF EXISTS %I ON %s', 'customer_unify_' || p_migration || '_capture', t.rel),
+                   'SHARE ROW EXCLUSIVE', t.rel)),
+               (2, customer_unify._b_step(
+                   format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', t.rel, 'customer_unify_' || p_migration || '_capture'),
+                   NULL, 'SHARE ROW EXCLUSIVE', t.rel))) x(o, s)
+     ORDER BY t.n, x.o
+$$;
+
+-- REVOKE everything granted on a relation (its table and column privileges),
+-- before its privileges are derived again.
+CREATE OR REPLACE FUNCTION customer_unify._b_revoke_all(p_rel regclass)
+    RETURNS SETOF customer_unify.step_def
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT customer_unify._b_step(x.stmt, NULL, NULL, customer_unify._b_name(p_rel))
+      FROM (SELECT DISTINCT 0 AS o, NULL::text AS col, e.grantee,
+                   format('REVOKE ALL ON %s FROM %s', customer_unify._b_name(p_rel),
+                          CASE WHEN e.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(e.grantee)) END) AS stmt
+              FROM pg_class c, aclexplode(c.relacl) e
+             WHERE c.oid = p_rel AND e.grantee <> c.relowner
+            UNION
+            SELECT DISTINCT a.attnum, a.attname, e.grantee,
+                   format('REVOKE ALL (%I) ON %s FROM %s', a.attname, customer_unify._b_name(p_rel),
+                          CASE WHEN e.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(e.grantee)) END)
+              FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid, aclexplode(a.attacl) e
+             WHERE a.attrelid = p_rel AND a.attnum > 0 AND e.grantee <> c.relowner) x
+     ORDER BY x.o, x.col, x.grantee
+$$;
+-------------------------------------------------------------------------------
+-- verify.sql: the one comparison every operation's verify is made of.
+--
+-- _compare(left, right, join condition, key expressions, columns) compares
+-- two relations row by row in one statement (one snapshot): rows on each
+-- side, rows of the left missing on the right, rows of the right with no
+-- left row, and per column the number of rows whose values differ, with an
+-- order-independent checksum of each side for people to compare.  A column
+-- is (name, expression over the left row s, expression over the right row t);
+-- the join condition pairs the rows (an equality of keys, or a path through
+-- a mapping).  It runs as the caller: engine.c's _verify runs it as the
+-- tables' owner, so no row is hidden from it.
+-------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION customer_unify._compare(
+    p_left regclass, p_left_key text,
+    p_right regclass, p_right_key text,
+    p_join text,
+    p_columns jsonb,
+    p_checksums boolean DEFAULT true)
+    RETURNS TABLE (check_name text, expected text, actual text, ok boolean)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_sel text := '';
+    v_res jsonb;
+    c record;
+    v_whole boolean := NOT p_checksums;
+BEGIN
+    -- rows differ when their stored images do (the *= of REFRESH MATERIALIZED
+    -- VIEW CONCURRENTLY): exact for every type, json, xml and point included,
+    -- which have no equality operator; two NULLs are the same.  Without
+    -- checksums, whole rows are compared first (one comparison a row); only
+    -- if some differ is the comparison run again per column, to say which.
+    <<compare>>
+    LOOP
+        v_sel := '';
+        IF v_whole THEN
+            SELECT format(' || jsonb_build_object(''dall'', count(*) FILTER (WHERE %s AND %s AND NOT pg_catalog.record_image_eq(ROW(%s), ROW(%s))))',
+                          format('(%s) IS NOT NULL', p_left_key), format('(%s) IS NOT NULL', p_right_key),
+                          string_agg(x.col->>'left', ', ' ORDER BY x.n), string_agg(x.col->>'right', ', ' ORDER BY x.n))
+              INTO v_sel
+              FROM jsonb_array_elements(p_columns) WITH ORDINALITY x(col, n);
+        END IF;
+        FOR c IN SELECT x.col, x.n FROM jsonb_array_elements(p_columns) WITH ORDINALITY x(col, n) WHERE NOT v_whole ORDER BY x.n LOOP
+            -- one jsonb_build_object per column: a function takes 100 arguments at most
+            v_sel := v_sel || ' || jsonb_build_object(';
+            IF p_checksums THEN
+                v_sel := v_sel || format(
+                    '''l%1$s'', sum(hashtextextended(ROW(%2$s, %3$s)::text, 0)::numeric) FILTER (WHERE %6$s), '
+                    '''r%1$s'', sum(hashtextextended(ROW(%4$s, %5$s)::text, 0)::numeric) FILTER (WHERE %7$s), ',
+                    c.n, p_left_key, c.col->>'left', p_right_key, c.col->>'right',
+                    format('(%s) IS NOT NULL', p_left_key), format('(%s) IS NOT NULL', p_right_key));
+            END IF;
+            v_sel := v_sel || format(
+                '''d%1$s'', count(*) FILTER (WHERE %4$s AND %5$s AND NOT pg_catalog.record_image_eq(ROW(%2$s), ROW(%3$s))))',
+                c.n, c.col->>'left', c.col->>'right',
+                format('(%s) IS NOT NULL', p_left_key), format('(%s) IS NOT NULL', p_right_key));
+        END LOOP;
+        EXECUTE format(
+            'SELECT jsonb_build_object(''left_rows'', count(*) FILTER (WHERE %1$s), '
+            '''right_rows'', count(*) FILTER (WHERE %2$s), '
+            '''missing'', count(*) FILTER (WHERE %1$s AND NOT %2$s), '
+            '''orphans'', count(*) FILTER (WHERE %2$s AND NOT %1$s))%3$s '
+            'FROM ONLY %4$s s FULL JOIN ONLY %5$s t ON %6$s',
+            format('(%s) IS NOT NULL', p_left_key), format('(%s) IS NOT NULL', p_right_key),
+            coalesce(v_sel, ''), p_left, p_right, p_join)
+           INTO v_res;
+        EXIT compare WHEN NOT v_whole OR coalesce((v_res->>'dall')::bigint, 0) = 0;
+        v_whole := false;
+    END LOOP;
+
+    check_name := 'row_count'; expected := v_res->>'left_rows'; actual := v_res->>'right_rows';
+    ok := expected = actual; RETURN NEXT;
+    check_name := 'missing_in_target'; expected := '0'; actual := v_res->>'missing';
+    ok := expected = actual; RETURN NEXT;
+    check_name := 'orphans_in_target'; expected := '0'; actual := v_res->>'orphans';
+    ok := expected = actual; RETURN NEXT;
+    FOR c IN SELECT x.col, x.n FROM jsonb_array_elements(p_columns) WITH ORDINALITY x(col, n) ORDER BY x.n LOOP
+        IF p_checksums THEN
+            check_name := 'checksum:' || (c.col->>'name');
+            expected := coalesce(v_res->>('l' || c.n), 'empty');
+            actual := coalesce(v_res->>('r' || c.n), 'empty');
+            ok := expected = actual AND (v_res->>('d' || c.n))::bigint = 0;
+            IF expected = actual AND NOT ok THEN
+                actual := actual || format(' (but %s rows differ)', v_res->>('d' || c.n));
+            END IF;
+        ELSE
+            check_name := 'rows_differ:' || (c.col->>'name');
+            expected := '0'; actual := coalesce(v_res->>('d' || c.n), '0');
+            ok := expected = actual;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION customer_unify._compare(regclass, text, regclass, text, text, jsonb, boolean) IS
+    'Compares two relations row by row in one statement: counts, missing and orphan rows, and per column the rows that differ; with p_checksums also a checksum of each side, for the DBA (the row-by-row comparison alone is exact: it is what finalize runs while writes wait).';
+-------------------------------------------------------------------------------
+-- guard.sql: the application's schema changes under a live migration are
+-- refused with a clear error, or followed.
+--
+-- An event trigger at the end of every DDL command (and one on every drop)
+-- checks each live migration (started .. cut_over): its relations exist
+-- under the names they had, the columns its maps copy exist with the same
+-- types on both sides, its triggers are enabled (ALWAYS), the source has no
+-- inheritance children, all its tables have one owner, and the target keeps
+-- the unique index (and, after the backfill, the foreign key) the sync
+-- needs.  A violation raises 55006 and the DDL is rolled back.  Changes of
+-- the source's privileges or row-level security are followed: the target
+-- and the compatibility view are given the same (a 'resync' phase, logged).
+-- The engine's own DDL (customer_unify._engine_active()) is let through, and
+-- so is a restore of a dump (customer_unify._guard_restoring()).
+-- TRUNCATE, which fires no event trigger, is handled by the sync triggers.
+-------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION customer_unify._guard_refuse(m customer_unify.migration, p_what text, p_detail text)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION '% while migration "%" is live', p_what, m.name
+        USING ERRCODE = 'object_in_use',
+              DETAIL = p_detail,
+              HINT = format('Finalize or roll back migration %L first (SELECT customer_unify.rollback(%L);), or make the change on the new shape after finalize.',
+                            m.name, m.name);
+END
+$$;
+
+-- The live migration's invariants (see the header); raises on the first broken one.
+CREATE OR REPLACE FUNCTION customer_unify._guard_check(p_migration bigint) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m customer_unify.migration;
+    r record;
+    v_owners int;
+BEGIN
+    SELECT * INTO m FROM customer_unify.migration x WHERE x.id = p_migration;
+    FOR r IN
+        SELECT x.tag, x.relid, x.nspname, x.relname, c.oid AS cur, n.nspname AS cur_nsp, c.relname AS cur_rel
+          FROM customer_unify.migration_relation x
+          LEFT JOIN pg_class c ON c.oid = x.relid
+          LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE x.migration_id = m.id AND x.live
+         ORDER BY array_position(ARRAY['source', 'target', 'view'], x.role), x.tag
+    LOOP
+        IF r.cur IS NULL THEN
+            PERFORM customer_unify._guard_refuse(m, format('cannot drop %s', customer_unify._qual(r.nspname, r.relname)),
+                                                 format('It is the %s of the migration.', r.tag));
+        ELSIF r.cur_nsp <> r.nspname OR r.cur_rel <> r.relname THEN
+            PERFORM customer_unify._guard_refuse(m, format('cannot rename or move %s', customer_unify._qual(r.nspname, r.relname)),
+                                                 format('It is the %s of the migration; its statements name it.', r.tag));
+        END IF;
+    END LOOP;
+    -- every column a map copies exists on both sides, with the same type
+    FOR r IN
+        SELECT s.name, fc.attname AS fcol, tc.attname AS tcol, fr.relid AS frel, tr.relid AS trel,
+               mc.from_column, mc.to_column, fc.atttypid AS ftyp, tc.atttypid AS ttyp,
+               fc.atttypmod AS ftm, tc.atttypmod AS ttm
+          FROM customer_unify.sync_map s
+          JOIN customer_unify.sync_map_column mc ON mc.map_id = s.id
+          JOIN customer_unify.migration_relation fr ON fr.migration_id = s.migration_id AND fr.tag = s.from_tag
+          JOIN customer_unify.migration_relation tr ON tr.migration_id = s.migration_id AND tr.tag = s.to_tag
+          LEFT JOIN pg_attribute fc ON fc.attrelid = fr.relid AND fc.attname = mc.from_column AND NOT fc.attisdropped
+          LEFT JOIN pg_attribute tc ON tc.attrelid = tr.relid AND tc.attname = mc.to_column AND NOT tc.attisdropped
+         WHERE s.migration_id = m.id AND s.name = 'forward'
+        UNION ALL
+        SELECT s.name, fc.attname, tc.attname, fr.relid, tr.relid, s.from_key, s.to_key,
+               fc.atttypid, tc.atttypid, fc.atttypmod, tc.atttypmod
+          FROM customer_unify.sync_map s
+          JOIN customer_unify.migration_relation fr ON fr.migration_id = s.migration_id AND fr.tag = s.from_tag
+          JOIN customer_unify.migration_relation tr ON tr.migration_id = s.migration_id AND tr.tag = s.to_tag
+          LEFT JOIN pg_attribute fc ON fc.attrelid = fr.relid AND fc.attname = s.from_key AND NOT fc.attisdropped
+          LEFT JOIN pg_attribute tc ON tc.attrelid = tr.relid AND tc.attname = s.to_key AND NOT tc.attisdropped
+         WHERE s.migration_id = m.id AND s.name = 'forward'
+    LOOP
+        IF r.fcol IS NULL THEN
+            PERFORM customer_unify._guard_refuse(m, format('cannot drop or rename column %I of %s', r.from_column, r.frel::text),
+                                                 'The sync triggers copy it.');
+        ELSIF r.tcol IS NULL THEN
+            PERFORM customer_unify._guard_refuse(m, format('cannot drop or rename column %I of %s', r.to_column, r.trel::text),
+                                                 'The sync triggers copy into it.');
+        ELSIF r.ftyp <> r.ttyp OR r.ftm <> r.ttm THEN
+            PERFORM customer_unify._guard_refuse(m, format('cannot change the type of column %I', r.from_column),
+                                                 format('%s.%I and %s.%I must keep the same type while they are kept in sync.',
+                                                        r.frel::text, r.from_column, r.trel::text, r.to_column));
+        END IF;
+    END LOOP;
+    -- the migration's triggers fire, whatever session_replication_role says
+    FOR r IN
+        SELECT t.tgname, t.tgrelid::regclass AS rel, t.tgenabled
+          FROM customer_unify.migration_relation x
+          JOIN pg_trigger t ON t.tgrelid = x.relid
+         WHERE x.migration_id = m.id AND x.live AND x.role <> 'view'
+           AND t.tgname::text LIKE 'customer\_unify\_' || m.id || '\_%'
+           AND t.tgenabled <> 'A'
+    LOOP
+        PERFORM customer_unify._guard_refuse(m, format('cannot disable trigger %I on %s', r.tgname, r.rel),
+                                             'Writes would stop being mirrored and the shapes would drift apart.');
+    END LOOP;
+    -- the columns the frozen plan names (the compatibility view selects
+    -- every column the source had at start)
+    FOR r IN
+        SELECT c.col FROM jsonb_array_elements_text(coalesce(m.spec->'source_columns', '[]')) c(col)
+         WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = m.source AND a.attname = c.col
+                              AND a.attnum > 0 AND NOT a.attisdropped)
+    LOOP
+        PERFORM customer_unify._guard_refuse(m, format('cannot drop or rename column %I of %s', r.col, m.source::text),
+                                             'The compatibility view of the migration selects it by this name.');
+    END LOOP;
+    -- the source keeps the unique key the copy, the sync and the link use
+    IF NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                    WHERE i.indrelid = m.source AND i.indisunique AND i.indimmediate AND i.indnkeyatts = 1
+                      AND a.attname = m.spec->>'key_column' AND i.indpred IS NULL AND i.indexprs IS NULL) THEN
+        PERFORM customer_unify._guard_refuse(m, format('cannot drop the primary key of %s', m.source::text),
+                                             format('The migration finds rows by %I and the link foreign key references it.',
+                                                    m.spec->>'key_column'));
+    END IF;
+    -- no rules on the tables (a rule would rewrite the mirrored writes)
+    FOR r IN
+        SELECT rw.rulename, rw.ev_class::regclass AS rel
+          FROM customer_unify.migration_relation x JOIN pg_rewrite rw ON rw.ev_class = x.relid
+         WHERE x.migration_id = m.id AND x.live AND x.role <> 'view'
+    LOOP
+        PERFORM customer_unify._guard_refuse(m, format('cannot create rule %I on %s', r.rulename, r.rel),
+                                             'The sync triggers write these tables; a rule would rewrite or discard their writes.');
+    END LOOP;
+    -- the compatibility view keeps the source's columns, by name and in order
+    IF m.state = 'cut_over' AND m.spec ? 'source_columns' AND EXISTS (
+        (SELECT a.attnum, a.attname FROM pg_attribute a
+          WHERE a.attrelid = customer_unify._relation(m.id, 'view') AND a.attnum > 0 AND NOT a.attisdropped)
+        EXCEPT
+        (SELECT row_number() OVER (ORDER BY a.attnum), a.attname FROM pg_attribute a
+          WHERE a.attrelid = m.source AND a.attnum > 0 AND NOT a.attisdropped
+            AND a.attname::text IN (SELECT jsonb_array_elements_text(m.spec->'source_columns')))) THEN
+        PERFORM customer_unify._guard_refuse(m, format('cannot change the compatibility view %s', customer_unify._relation(m.id, 'view')::text),
+                                             'Old applications read and write the source through it, column for column.');
+    END IF;
+    -- no inheritance around the source (its rows would not be copied)
+    IF EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = m.source OR i.inhrelid = m.source) THEN
+        PERFORM customer_unify._guard_refuse(m, format('cannot add inheritance to %s', m.source::text),
+                                             'Rows of inheritance children are not copied or kept in sync.');
+    END IF;
+    -- one owner: mirrored writes run as it
+    SELECT count(DISTINCT c.relowner) INTO v_owners
+      FROM customer_unify.migration_relation x JOIN pg_class c ON c.oid = x.relid
+     WHERE x.migration_id = m.id AND x.live;
+    IF v_owners > 1 THEN
+        PERFORM customer_unify._guard_refuse(m, 'cannot change the owner of a table of the migration',
+                                             'Its tables must keep one owner: the sync triggers write as that role.');
+    END IF;
+    -- what the sync needs on the target
+    FOR r IN
+        SELECT x.relid, s.to_key
+          FROM customer_unify.migration_relation x
+          JOIN customer_unify.sync_map s ON s.migration_id = x.migration_id AND s.name = 'forward' AND s.to_tag = x.tag
+         WHERE x.migration_id = m.id AND x.live
+           AND NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                            WHERE i.indrelid = x.relid AND i.indisunique AND i.indnkeyatts = 1 AND a.attname = s.to_key
+                              AND i.indpred IS NULL AND i.indexprs IS NULL)
+    LOOP
+        PERFORM customer_unify._guard_refuse(m, format('cannot drop the unique index on %I of %s', r.to_key, r.relid::regclass),
+                                             'The sync triggers find the target row through it.');
+    END LOOP;
+    IF m.state IN ('backfilled', 'verified', 'cut_over') AND NOT EXISTS (
+        SELECT 1 FROM pg_constraint c
+         WHERE c.conrelid = customer_unify._relation(m.id, 'target') AND c.confrelid = m.source AND c.contype = 'f'
+           AND c.confdeltype = 'c' AND c.confupdtype = 'c') THEN
+        PERFORM customer_unify._guard_refuse(m, 'cannot drop the link foreign key',
+                                             'Its cascades carry deletes and key changes of the source to the target.');
+    END IF;
+    RETURN true;
+END
+$$;
+
+-- Do the target and the view still carry the source's privileges and
+-- row-level security?  (see _split_security_steps)
+CREATE OR REPLACE FUNCTION customer_unify._guard_security_current(p_migration bigint) RETURNS boolean
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m customer_unify.migration;
+BEGIN
+    SELECT * INTO m FROM customer_unify.migration x WHERE x.id = p_migration;
+    RETURN NOT EXISTS (SELECT 1 FROM customer_unify._security_drift(m));
+END
+$$;
+
+-- What differs between the security of the source and of its copies.
+CREATE OR REPLACE FUNCTION customer_unify._security_drift(m customer_unify.migration)
+    RETURNS TABLE (relation text, what text)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH rels AS (
+        SELECT x.tag, x.relid FROM customer_unify.migration_relation x
+         WHERE x.migration_id = m.id AND x.live AND x.tag IN ('target', 'view')
+    ), colmap AS (
+        -- (relation tag, source column, column there)
+        SELECT 'target'::text AS tag, c.from_column AS scol, c.to_column AS col
+          FROM customer_unify.sync_map s JOIN customer_unify.sync_map_column c ON c.map_id = s.id
+         WHERE s.migration_id = m.id AND s.name = 'forward'
+        UNION ALL
+        SELECT 'target', s.from_key, s.to_key FROM customer_unify.sync_map s
+         WHERE s.migration_id = m.id AND s.name = 'forward'
+        UNION ALL
+        SELECT 'view', a.attname, a.attname FROM pg_attribute a
+         WHERE a.attrelid = m.source AND a.attnum > 0 AND NOT a.attisdropped
+    ), want AS (
+        SELECT r.tag, NULL::name AS col, e.grantee, e.privilege_type, e.is_grantable
+          FROM rels r, pg_class c, aclexplode(c.relacl) e
+         WHERE c.oid = m.source AND (e.grantee <> e.grantor OR e.grantee = 0)
+        UNION
+        SELECT r.tag, cm.col, e.grantee, e.privilege_type, e.is_grantable
+          FROM rels r JOIN colmap cm ON cm.tag = r.tag
+          JOIN pg_attribute a ON a.attrelid = m.source AND a.attname = cm.scol, aclexplode(a.attacl) e
+         WHERE e.grantee <> e.grantor OR e.grantee = 0
+    ), have AS (
+        SELECT r.tag, NULL::name AS col, e.grantee, e.privilege_type, e.is_grantable
+          FROM rels r JOIN pg_class c ON c.oid = r.relid, aclexplode(c.relacl) e
+         WHERE e.grantee <> e.grantor OR e.grantee = 0
+        UNION
+        SELECT r.tag, a.attname, e.grantee, e.privilege_type, e.is_grantable
+          FROM rels r JOIN pg_attribute a ON a.attrelid = r.relid AND a.attnum > 0, aclexplode(a.attacl) e
+         WHERE e.grantee <> e.grantor OR e.grantee = 0
+    )
+    SELECT x.tag, 'privileges' FROM ((SELECT * FROM want EXCEPT SELECT * FROM have)
+                                     UNION ALL (SELECT * FROM have EXCEPT SELECT * FROM want)) x
+     GROUP BY x.tag
+    UNION ALL
+    SELECT 'target', 'row level security'
+      FROM pg_class s, pg_class t
+     WHERE s.oid = m.source AND t.oid = customer_unify._relation(m.id, 'target')
+       AND (s.relrowsecurity, s.relforcerowsecurity) IS DISTINCT FROM (t.relrowsecurity, t.relforcerowsecurity)
+    UNION ALL
+    SELECT 'target', 'policies'
+     WHERE customer_unify._relation(m.id, 'target') IS NOT NULL
+       AND (SELECT coalesce(array_agg(d.polname || ':' || d.fingerprint ORDER BY d.polname), '{}')
+              FROM customer_unify._policy_definitions(m.source) d)
+           IS DISTINCT FROM
+           (SELECT coalesce(array_agg(p.polname || ':' || substring(obj_description(p.oid, 'pg_policy') from '\(([0-9a-f]{32})\)$')
+                                      ORDER BY p.polname), '{}')
+              FROM pg_policy p WHERE p.polrelid = customer_unify._relation(m.id, 'target'))
+$$;
+
+-- A restore (pg_restore, or psql running a pg_dump script: both run with
+-- check_function_bodies off) recreates the migration's objects one by one,
+-- each command leaving the migration incomplete until the last: the guard
+-- stands aside, and the restored dump is what the dumped database was.
+CREATE OR REPLACE FUNCTION customer_unify._guard_restoring() RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    RETURN pg_catalog.current_setting('check_function_bodies') OPERATOR(pg_catalog.=) 'off';
+
+CREATE OR REPLACE FUNCTION customer_unify._guard_ddl() RETURNS event_trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+BEGIN
+    IF customer_unify._engine_active() OR customer_unify._guard_restoring() THEN
+        RETURN;
+    END IF;
+    FOR r IN
+        SELECT DISTINCT m.id FROM customer_unify.migration m
+          JOIN customer_unify.migration_relation x ON x.migration_id = m.id
+         WHERE x.live AND m.state IN ('started', 'backfilled', 'verified', 'cut_over')
+         ORDER BY m.id
+    LOOP
+        PERFORM customer_unify._guard_check(r.id);
+        IF NOT customer_unify._guard_security_current(r.id) THEN
+            -- GRANT, REVOKE, policies or RLS of the source changed: follow
+            PERFORM customer_unify._run_phase(r.id, 'resync');
+        END IF;
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION customer_unify._guard_drop() RETURNS event_trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d record;
+    m customer_unify.migration;
+BEGIN
+    IF customer_unify._engine_active() OR customer_unify._guard_restoring() THEN
+        RETURN;
+    END IF;
+    FOR d IN SELECT * FROM pg_event_trigger_dropped_objects() LOOP
+        FOR m IN
+            SELECT mg.* FROM customer_unify.migration mg
+             WHERE mg.state IN ('started', 'backfilled', 'verified', 'cut_over')
+               AND (EXISTS (SELECT 1 FROM customer_unify.migration_relation x
+                             WHERE x.migration_id = mg.id AND x.live AND x.relid = d.objid
+                               AND d.classid = 'pg_class'::regclass)
+                    OR (d.object_type = 'trigger' AND d.object_identity LIKE 'customer\_unify\_' || mg.id || '\_% on %')
+                    OR (d.object_type = 'schema' AND d.object_name = mg.spec->>'compat_schema'))
+        LOOP
+            PERFORM customer_unify._guard_refuse(m, format('cannot drop %s %s', d.object_type, d.object_identity),
+                                                 'It belongs to the migration.');
+        END LOOP;
+    END LOOP;
+END
+$$;
+
+-------------------------------------------------------------------------------
+-- split.sql: the split operation - move chosen columns of a table into a new
+-- 1:1 table.  An operation is a spec validator, a step generator built from
+-- the shared builders, a copy plan, its verify checks and its dependents;
+-- the engine does the rest.
+-------------------------------------------------------------------------------
+
+-- Validate a split and return its plan for the engine; raises with a
+-- specific SQLSTATE on the first problem found, before anything exists.
+-- args: source (oid), target, columns, link_column, target_schema, target_key.
+CREATE OR REPLACE FUNCTION customer_unify._split_validate(p_name text, p_args jsonb)
+    RETURNS jsonb
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_source    regclass := (p_args->>'source')::oid::regclass;
+    v_target    text := p_args->>'target';
+    v_columns   text[] := ARRAY(SELECT jsonb_array_elements_text(p_args->'columns'));
+    v_tkey      text := p_args->>'target_key';
+    v_rel       record;
+    v_key       record;
+    v_nkey      int;
+    v_col       text;
+    v_att       record;
+    v_link      text;
+    v_tschema   text;
+    v_con       record;
+    v_seen      text[] := '{}';
+    v_compat    text;
+    v_roles     text;
+    v_pairs     jsonb;
+BEGIN
+    IF p_name IS NULL OR p_args->>'source' IS NULL OR v_target IS NULL OR jsonb_typeof(p_args->'columns') IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'name, source, target and columns must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF p_name = '' THEN
+        RAISE EXCEPTION 'migration name must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_compat := p_name || '_compat';
+    IF octet_length(v_compat) > 63 THEN
+        RAISE EXCEPTION 'migration name "%" is too long', p_name
+            USING ERRCODE = 'name_too_long',
+                  DETAIL = 'The compatibility schema is named <name>_compat and must fit in 63 bytes.';
+    END IF;
+
+    SELECT c.oid, c.relname, c.relkind, c.relowner, c.relispartition, n.nspname
+      INTO v_rel
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = v_source;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'relation with OID % does not exist', v_source::oid USING ERRCODE = 'undefined_table';
+    END IF;
+    IF v_rel.relkind <> 'r' THEN
+        RAISE EXCEPTION '"%" is not a plain table', v_source::text
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = format('Its relkind is %L; split works on ordinary tables (partitioned tables are not supported).', v_rel.relkind);
+    END IF;
+    IF v_rel.relispartition THEN
+        RAISE EXCEPTION 'table % is a partition', v_source::text
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'Writes through the partitioned table would bypass what the split keeps in sync.',
+                  HINT = 'Split tables that are not part of a partition tree.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = v_source) THEN
+        RAISE EXCEPTION 'table % has inheritance children', v_source::text
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = format('Children: %s. Their rows would not be copied, and finalize would drop their columns.',
+                                  (SELECT string_agg(i.inhrelid::regclass::text, ', ' ORDER BY i.inhrelid::regclass::text)
+                                     FROM pg_inherits i WHERE i.inhparent = v_source)),
+                  HINT = 'Split each table of the hierarchy on its own after detaching it (ALTER TABLE ... NO INHERIT).';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = v_source) THEN
+        RAISE EXCEPTION 'table % inherits from another table', v_source::text
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'Inherited columns cannot be dropped from a child, and the parent''s queries read the child.',
+                  HINT = 'Detach it first (ALTER TABLE ... NO INHERIT).';
+    END IF;
+    IF NOT pg_has_role(v_rel.relowner, 'MEMBER') THEN
+        RAISE EXCEPTION 'must be owner of table %', v_source::text
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Reshaping a table needs the rights of its owner.';
+    END IF;
+
+    -- primary key: exactly one column, of a type the engine can order and store
+    SELECT count(*) INTO v_nkey
+      FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) k
+     WHERE i.indrelid = v_source AND i.indisprimary;
+    IF v_nkey = 0 THEN
+        RAISE EXCEPTION 'table % has no primary key', v_source::text
+            USING ERRCODE = 'invalid_table_definition',
+                  HINT = 'The split links rows through the primary key; add one first.';
+    ELSIF v_nkey > 1 THEN
+        RAISE EXCEPTION 'table % has a composite primary key', v_source::text
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'split works on tables with a single-column primary key.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = v_source AND i.indisprimary AND NOT i.indimmediate) THEN
+        RAISE EXCEPTION 'the primary key of % is DEFERRABLE', v_source::text
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'The link foreign key of the new table references it, and PostgreSQL does not let a foreign key reference a deferrable key.',
+                  HINT = 'Re-create the primary key without DEFERRABLE first.';
+    END IF;
+    SELECT a.attname, a.atttypid, t.typsend, t.typreceive, format_type(a.atttypid, a.atttypmod) AS typ
+      INTO v_key
+      FROM pg_index i
+      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+      JOIN pg_type t ON t.oid = a.atttypid
+     WHERE i.indrelid = v_source AND i.indisprimary;
+    IF v_key.typsend = 0 OR v_key.typreceive = 0 THEN
+        RAISE EXCEPTION 'the primary key of % has type %, which has no binary send/receive functions', v_source::text, v_key.typ
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'The backfill checkpoint keeps keys in their binary form, so that no setting changes how they compare.';
+    END IF;
+
+    -- columns to move
+    IF cardinality(v_columns) IS NULL OR cardinality(v_columns) = 0 THEN
+        RAISE EXCEPTION 'columns must name at least one column of %', v_source::text
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOREACH v_col IN ARRAY v_columns LOOP
+        IF v_col IS NULL OR v_col = '' THEN
+            RAISE EXCEPTION 'column names must not be null or empty' USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF v_col = ANY (v_seen) THEN
+            RAISE EXCEPTION 'column "%" is listed more than once', v_col USING ERRCODE = 'duplicate_column';
+        END IF;
+        v_seen := v_seen || v_col;
+        SELECT a.attnum, a.attidentity, a.attgenerated
+          INTO v_att
+          FROM pg_attribute a
+         WHERE a.attrelid = v_source AND a.attname = v_col AND a.attnum > 0 AND NOT a.attisdropped;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'column "%" of relation % does not exist', v_col, v_source::text
+                USING ERRCODE = 'undefined_column',
+                      HINT = 'Column names are taken literally (case and spaces matter); do not quote them.';
+        END IF;
+        IF v_col = v_key.attname THEN
+            RAISE EXCEPTION 'column "%" is the primary key of %', v_col, v_source::text
+                USING ERRCODE = 'invalid_column_reference',
+                      DETAIL = 'The key stays in the source and is copied into the link column.';
+        END IF;
+        IF v_att.attidentity <> '' THEN
+            RAISE EXCEPTION 'column "%" of % is an identity column and cannot be moved', v_col, v_source::text
+                USING ERRCODE = 'feature_not_supported';
+        END IF;
+        IF v_att.attgenerated <> '' THEN
+            RAISE EXCEPTION 'column "%" of % is a generated column and cannot be moved', v_col, v_source::text
+                USING ERRCODE = 'feature_not_supported';
+        END IF;
+    END LOOP;
+
+    -- generated columns that stay behind but read a moved column
+    FOR v_att IN
+        SELECT a.attname
+          FROM pg_attribute a JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+         WHERE a.attrelid = v_source AND a.attgenerated <> '' AND NOT (a.attname = ANY (v_columns))
+           AND EXISTS (SELECT 1 FROM pg_depend dep
+                        JOIN pg_attribute b ON b.attrelid = dep.refobjid AND b.attnum = dep.refobjsubid
+                       WHERE dep.classid = 'pg_attrdef'::regclass AND dep.objid = d.oid
+                         AND dep.refobjid = v_source AND b.attname = ANY (v_columns))
+    LOOP
+        RAISE EXCEPTION 'generated column "%" of % is computed from a moved column', v_att.attname, v_source::text
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Move it too, or drop the generation expression first.';
+    END LOOP;
+
+    -- CHECK constraints that mix moved and kept columns cannot follow either side
+    FOR v_con IN
+        SELECT c.conname,
+               bool_or(a.attname = ANY (v_columns)) AS any_moved,
+               bool_and(a.attname = ANY (v_columns)) AS all_moved
+          FROM pg_constraint c
+          CROSS JOIN LATERAL unnest(c.conkey) k
+          JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k
+         WHERE c.conrelid = v_source AND c.contype = 'c'
+         GROUP BY c.conname
+    LOOP
+        IF v_con.any_moved AND NOT v_con.all_moved THEN
+            RAISE EXCEPTION 'CHECK constraint "%" of % uses both moved and kept columns', v_con.conname, v_source::text
+                USING ERRCODE = 'feature_not_supported',
+                      HINT = 'Move all of its columns, or drop or rewrite the constraint before the split.';
+        END IF;
+    END LOOP;
+
+    -- link column and target
+    v_link := coalesce(p_args->>'link_column', v_rel.relname || '_id');
+    IF v_link = '' THEN
+        RAISE EXCEPTION 'link_column must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF octet_length(v_link) > 63 OR octet_length(v_target) > 63 OR octet_length(coalesce(v_tkey, '')) > 63 THEN
+        RAISE EXCEPTION 'identifier longer than 63 bytes' USING ERRCODE = 'name_too_long';
+    END IF;
+    IF v_link = ANY (v_columns) THEN
+        RAISE EXCEPTION 'link column "%" has the name of a moved column', v_link USING ERRCODE = 'duplicate_column';
+    END IF;
+    IF v_tkey IS NOT NULL AND (v_tkey = v_link OR v_tkey = ANY (v_columns)) THEN
+        RAISE EXCEPTION 'target_key "%" clashes with another target column', v_tkey USING ERRCODE = 'duplicate_column';
+    END IF;
+    IF v_target = '' THEN
+        RAISE EXCEPTION 'target must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_tschema := coalesce(p_args->>'target_schema', v_rel.nspname);
+    IF NOT EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = v_tschema) THEN
+        RAISE EXCEPTION 'schema "%" does not exist', v_tschema USING ERRCODE = 'invalid_schema_name';
+    END IF;
+    -- the steps run as the table's owner: it must be able to create what they create
+    IF NOT has_schema_privilege(v_rel.relowner, (SELECT n.oid FROM pg_namespace n WHERE n.nspname = v_tschema), 'CREATE') THEN
+        RAISE EXCEPTION 'role % may not create tables in schema "%"', pg_get_userbyid(v_rel.relowner), v_tschema
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'The new table is created by (and belongs to) the owner of the source table.',
+                  HINT = format('GRANT CREATE ON SCHEMA %I TO %I;', v_tschema, pg_get_userbyid(v_rel.relowner));
+    END IF;
+    IF NOT has_database_privilege(v_rel.relowner, current_database(), 'CREATE') THEN
+        RAISE EXCEPTION 'role % may not create schemas in database "%"', pg_get_userbyid(v_rel.relowner), current_database()
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'cutover creates the compatibility schema as the owner of the source table.',
+                  HINT = format('GRANT CREATE ON DATABASE %I TO %I;', current_database(), pg_get_userbyid(v_rel.relowner));
+    END IF;
+    -- roles that use the source must reach the target's schema, or their queries fail after start
+    SELECT string_agg(CASE WHEN g = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(g)) END, ', ' ORDER BY g)
+      INTO v_roles
+      FROM customer_unify._b_grantees(v_source) g
+     WHERE v_tschema <> v_rel.nspname
+       AND NOT has_schema_privilege(CASE WHEN g = 0 THEN 'public' ELSE pg_get_userbyid(g)::text END,
+                                    (SELECT n.oid FROM pg_namespace n WHERE n.nspname = v_tschema), 'USAGE');
+    IF v_roles IS NOT NULL THEN
+        RAISE EXCEPTION 'roles that use % have no USAGE on schema "%": %', v_source::text, v_tschema, v_roles
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'Their reads and writes of the moved columns would fail once they live in the new table.',
+                  HINT = format('GRANT USAGE ON SCHEMA %I TO ...; or choose another target_schema.', v_tschema);
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname = v_tschema AND c.relname = v_target) THEN
+        RAISE EXCEPTION 'relation %.% already exists', quote_ident(v_tschema), quote_ident(v_target)
+            USING ERRCODE = 'duplicate_table',
+                  HINT = 'Choose another target name; split creates the target table itself.';
+    END IF;
+    -- the copies of its row-level security policies name the target row by
+    -- its table, or, when it has the source's name, by the bare link column
+    IF v_target = v_rel.relname AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = v_source)
+       AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = v_source AND a.attname = v_link AND NOT a.attisdropped) THEN
+        RAISE EXCEPTION 'cannot copy the row-level security policies of % to a table of the same name whose link column "%" is also a column of the source',
+                        v_source::text, v_link
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Choose another target name or link_column.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = v_compat) THEN
+        RAISE EXCEPTION 'schema "%" already exists', v_compat
+            USING ERRCODE = 'duplicate_schema',
+                  HINT = 'The compatibility view goes into schema <name>_compat; choose another migration name.';
+    END IF;
+
+    v_pairs := (SELECT jsonb_agg(jsonb_build_array(c, c) ORDER BY n) FROM unnest(v_columns) WITH ORDINALITY x(c, n));
+    RETURN jsonb_build_object(
+        'source', v_source::oid,
+        'spec', jsonb_build_object(
+            'source_schema', v_rel.nspname,
+            'source_table',  v_rel.relname,
+            'key_column',    v_key.attname,
+            'key_type',      v_key.typ,
+            'target_schema', v_tschema,
+            'target_table',  v_target,
+            'link_column',   v_link,
+            'target_key',    v_tkey,
+            'columns',       to_jsonb(v_columns),
+            'compat_schema', v_compat,
+            'args',          p_args - 'source'),
+        'relations', jsonb_build_array(jsonb_build_object('tag', 'source', 'role', 'source', 'relid', v_source::oid)),
+        'maps', jsonb_build_array(
+            jsonb_build_object('name', 'forward', 'from_tag', 'source', 'to_tag', 'target',
+                               'from_key', v_key.attname, 'to_key', v_link, 'columns', v_pairs),
+            jsonb_build_object('name', 'backward', 'from_tag', 'target', 'to_tag', 'source',
+                               'from_key', v_link, 'to_key', v_key.attname, 'columns', v_pairs),
+            jsonb_build_object('name', 'route', 'from_tag', 'source', 'to_tag', 'target',
+                               'from_key', v_key.attname, 'to_key', v_link, 'columns', v_pairs)));
+END
+$$;
+
+-- Roles whose column privileges on the source do not cover every column: a
+-- security_invoker view reads every column, so they cannot read through it.
+CREATE OR REPLACE FUNCTION customer_unify._split_partial_readers(p_source regclass) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT string_agg(DISTINCT CASE WHEN g = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(g)) END, ', ')
+      FROM customer_unify._b_grantees(p_source) g
+     WHERE NOT has_table_privilege(CASE WHEN g = 0 THEN 'public' ELSE pg_get_userbyid(g)::text END, p_source, 'SELECT')
+       AND has_any_column_privilege(CASE WHEN g = 0 THEN 'public' ELSE pg_get_userbyid(g)::text END, p_source, 'SELECT')
+       AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = p_source AND a.attnum > 0 AND NOT a.attisdropped
+                      AND NOT has_column_privilege(CASE WHEN g = 0 THEN 'public' ELSE pg_get_userbyid(g)::text END, p_source, a.attnum, 'SELECT'))
+$$;
+
+CREATE OR REPLACE FUNCTION customer_unify.split(
+    name          text,
+    source        regclass,
+    target        text,
+    columns       text[],
+    link_column   text DEFAULT NULL,
+    target_schema text DEFAULT NULL,
+    target_key    text DEFAULT NULL)
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_id   bigint;
+    v_list text;
+BEGIN
+    IF split.name IS NULL OR split.source IS NULL OR split.target IS NULL OR split.columns IS NULL THEN
+        RAISE EXCEPTION 'name, source, target and columns must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    v_id := customer_unify._create_migration('split', split.name,
+                jsonb_build_object('source', split.source::oid, 'target', split.target,
+                                   'columns', to_jsonb(split.columns), 'link_column', split.link_column,
+                                   'target_schema', split.target_schema, 'target_key', split.target_key));
+    -- dependents are found now, not at finalize
+    SELECT string_agg(format('%s %s (%s)', d.object_type, d.object_name, d.dependency), E'\n' ORDER BY d.object_type, d.object_name)
+      INTO v_list
+      FROM customer_unify._split_dependents((SELECT m FROM customer_unify.migration m WHERE m.id = v_id)) d
+     WHERE d.blocks_finalize;
+    IF v_list IS NOT NULL THEN
+        RAISE NOTICE 'objects depend on the columns to move; finalize will refuse until they are changed'
+            USING DETAIL = v_list,
+                  HINT = format('See SELECT * FROM customer_unify.dependents(%L);', split.name);
+    END IF;
+    v_list := customer_unify._split_partial_readers(split.source);
+    IF v_list IS NOT NULL THEN
+        RAISE NOTICE 'roles with SELECT on only some columns of % cannot read its compatibility view: %', split.source::text, v_list
+            USING DETAIL = 'A security_invoker view checks every column it reads; they keep reading the tables themselves.',
+                  HINT = 'Grant them SELECT on every column, or point them at the new tables.';
+    END IF;
+    RETURN v_id;
+END
+$$;
+COMMENT ON FUNCTION customer_unify.split(text, regclass, text, text[], text, text, text) IS
+    'Plans moving columns of a table into a new 1:1 table. Validates everything; creates nothing.';
+
+-- What a split keeps in the target, from the catalog: the moved columns in
+-- source order with everything that re-creates them.
+CREATE OR REPLACE FUNCTION customer_unify._split_moved(m customer_unify.migration)
+    RETURNS SETOF text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.to_column::text FROM customer_unify.sync_map s
+      JOIN customer_unify.sync_map_column c ON c.map_id = s.id
+     WHERE s.migration_id = m.id AND s.name = 'forward'
+     ORDER BY c.ord
+$$;
+
+-- Constraints of the source (by contype) whose columns all move.
+CREATE OR REPLACE FUNCTION customer_unify._split_moved_constraints(m customer_unify.migration, p_contypes "char"[])
+    RETURNS TABLE (conname name, contype "char", def text, validated boolean)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.conname, c.contype, pg_get_constraintdef(c.oid), c.convalidated
+      FROM pg_constraint c
+     WHERE c.conrelid = m.source AND c.contype = ANY (p_contypes)
+       AND NOT EXISTS (SELECT 1 FROM unnest(c.conkey) k
+                         JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k
+                        WHERE NOT (a.attname::text IN (SELECT customer_unify._split_moved(m))))
+     ORDER BY c.conname
+$$;
+
+-- Every statement of a split, per phase: the single source of truth for
+-- preview and for what start freezes and the engine runs.
+CREATE OR REPLACE FUNCTION customer_unify._split_steps(m customer_unify.migration)
+    RETURNS TABLE (phase text, seq int, statement text, inverse text,
+                   lock_mode text, lock_relation text, rows_estimate bigint, registers jsonb)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s         jsonb := m.spec;
+    v_src     text := customer_unify._b_name(m.source);
+    v_tgt     text := customer_unify._qual(s->>'target_schema', s->>'target_table');
+    v_cschema text := s->>'compat_schema';
+    v_view    text;
+    v_key     text;
+    v_link    text := s->>'link_column';
+    v_fk      text := left(s->>'target_table' || '_' || (s->>'link_column'), 58) || '_fkey';
+    v_moved   text[] := ARRAY(SELECT customer_unify._split_moved(m));
+    v_pairs   jsonb;
+    v_est     bigint;
+    v_defs    text[] := '{}';
+    v_c       record;
+    v_fwd     bigint := customer_unify._map_id(m.id, 'forward');
+    v_bwd     bigint := customer_unify._map_id(m.id, 'backward');
+    v_route   bigint := customer_unify._map_id(m.id, 'route');
+    v_fn      text;
+    v_viewcols text[] := '{}';
+    v_finalcols text[] := '{}';
+    st        customer_unify.step_def;
+    v_phase   text;
+    v_steps   customer_unify.step_def[];
+BEGIN
+    SELECT a.attname INTO v_key
+      FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+     WHERE i.indrelid = m.source AND i.indisprimary;
+    v_view := customer_unify._qual(v_cschema, (SELECT c.relname FROM pg_class c WHERE c.oid = m.source));
+    v_fn := customer_unify._qual(v_cschema, left((SELECT c.relname FROM pg_class c WHERE c.oid = m.source), 56) || '_moved');
+    SELECT GREATEST(c.reltuples, 0)::bigint INTO v_est FROM pg_class c WHERE c.oid = m.source;
+    v_pairs := (SELECT jsonb_agg(jsonb_build_array(c, c) ORDER BY n) FROM unnest(v_moved) WITH ORDINALITY x(c, n));
+
+    FOR v_c IN SELECT * FROM customer_unify._b_columns(m.source, v_moved) LOOP
+        v_defs := v_defs || (quote_ident(v_c.attname) || ' ' || v_c.typ
+                             || coalesce(v_c.collation_clause, '')
+                             || coalesce(' DEFAULT ' || v_c.default_expr, '')
+                             || CASE WHEN v_c.notnull THEN ' NOT NULL' ELSE '' END);
+    END LOOP;
+
+    ---------------------------------------------------------------- start
+    v_steps := ARRAY[
+        customer_unify._b_lock(v_src, 'SHARE ROW EXCLUSIVE'),
+        customer_unify._b_step(
+            format('CREATE TABLE %s (%s%I %s NOT NULL, %s, %s)', v_tgt,
+                   CASE WHEN s->>'target_key' IS NOT NULL
+                        THEN quote_ident(s->>'target_key') || ' bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, ' ELSE '' END,
+                   v_link, (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+                             WHERE a.attrelid = m.source AND a.attname = v_key),
+                   array_to_string(v_defs, ', '),
+                   CASE WHEN s->>'target_key' IS NOT NULL THEN format('UNIQUE (%I)', v_link)
+                        ELSE format('PRIMARY KEY (%I)', v_link) END),
+            format('DROP TABLE IF EXISTS %s', v_tgt), 'ACCESS EXCLUSIVE', v_tgt || ' (new)',
+            jsonb_build_object('relation', jsonb_build_object('tag', 'target', 'role', 'target',
+                               'nspname', s->>'target_schema', 'relname', s->>'target_table')))];
+    -- comments of the moved columns
+    v_steps := v_steps || ARRAY(
+        SELECT customer_unify._b_step(format('COMMENT ON COLUMN %s.%I IS %L', v_tgt, c.attname, c.comment),
+                                      NULL, 'SHARE UPDATE EXCLUSIVE', v_tgt)
+          FROM customer_unify._b_columns(m.source, v_moved) c WHERE c.comment IS NOT NULL ORDER BY c.attnum);
+    -- CHECK constraints on moved columns only, and unique and exclusion
+    -- constraints (deferrability kept); a CHECK the source has NOT VALID
+    -- comes after the copy (old rows may violate it), NOT VALID still
+    v_steps := v_steps || ARRAY(
+        SELECT customer_unify._b_step(
+                   CASE WHEN c.contype = 'c' THEN format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_tgt, c.conname, c.def)
+                        ELSE format('ALTER TABLE %s ADD %s', v_tgt, c.def) END,
+                   NULL, 'ACCESS EXCLUSIVE', v_tgt)
+          FROM customer_unify._split_moved_constraints(m, ARRAY['c', 'u', 'x']::"char"[]) c
+         WHERE c.validated OR c.contype <> 'c'
+         ORDER BY c.contype, c.conname);
+    -- indexes whose columns, expressions and predicate use only moved columns
+    -- (those behind a constraint come with it)
+    v_steps := v_steps || ARRAY(
+        SELECT customer_unify._b_step(
+                   regexp_replace(pg_get_indexdef(i.indexrelid), '^CREATE (UNIQUE )?INDEX .*? ON (ONLY )?' ||
+                                  regexp_replace(v_src, '([\.\^\$\*\+\?\(\)\[\]\{\}\|\\])', '\\\1', 'g') || ' USING ',
+                                  'CREATE \1INDEX ON ' || replace(v_tgt, '\', '\\') || ' USING '),
+                   NULL, 'SHARE', v_tgt)
+          FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+         WHERE i.indrelid = m.source AND NOT i.indisprimary
+           AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid AND k.conrelid = m.source)
+           AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                             JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+                            WHERE d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid
+                              AND d.refobjid = m.source AND d.refobjsubid > 0
+                              AND NOT (a.attname::text = ANY (v_moved)))
+           AND NOT EXISTS (SELECT 1 FROM unnest(i.indkey) k WHERE k <> 0
+                              AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = m.source AND a.attnum = k
+                                                 AND a.attname::text = ANY (v_moved)))
+         ORDER BY ic.relname);
+    -- privileges follow the data: table privileges, moved columns', and the key's on the link
+    v_steps := v_steps || ARRAY(SELECT customer_unify._b_privileges(m.source, v_tgt,
+                                         v_pairs || jsonb_build_array(jsonb_build_array(v_key, v_link))));
+    -- row-level security: the target's rows are visible as their source rows are
+    v_steps := v_steps || ARRAY(SELECT customer_unify._b_policy_copies(m.source, v_key, v_tgt, s->>'target_table', v_link));
+    v_steps := v_steps || ARRAY(SELECT customer_unify._b_sync_triggers(m.id, v_src, v_tgt, v_fwd, v_bwd));
+    phase := 'start'; seq := 0; rows_estimate := 0;
+    FOREACH st IN ARRAY v_steps LOOP
+        seq := seq + 1;
+        statement := st.statement; inverse := st.inverse; lock_mode := st.lock_mode;
+        lock_relation := st.lock_relation; registers := st.registers;
+        RETURN NEXT;
+    END LOOP;
+
+    ---------------------------------------------------------------- backfill (run by the C engine)
+    phase := 'backfill'; seq := 1; rows_estimate := v_est; registers := NULL; inverse := NULL;
+    statement := customer_unify._copy_statement(jsonb_build_object(
+                     'source', m.source::oid::text, 'target_name', v_tgt, 'key', v_key, 'link', v_link, 'columns', v_pairs));
+    lock_mode := 'ROW EXCLUSIVE';
+    lock_relation := v_tgt || ' (one transaction per batch; ACCESS SHARE on ' || v_src || ')';
+    RETURN NEXT;
+
+    ---------------------------------------------------------------- backfill_end
+    -- Once every row is copied: lock the source first, in the order writers
+    -- lock (source, then target through the triggers), then add the foreign
+    -- keys NOT VALID.  From here on ON DELETE / ON UPDATE CASCADE keep the
+    -- two tables 1:1, so no new orphan can appear.
+    v_steps := ARRAY[
+        customer_unify._b_lock(v_src, 'SHARE ROW EXCLUSIVE'),
+        customer_unify._b_lock(v_tgt, 'SHARE ROW EXCLUSIVE'),
+        customer_unify._b_foreign_key(v_tgt, v_fk,
+            format('FOREIGN KEY (%I) REFERENCES %s (%I) ON DELETE CASCADE ON UPDATE CASCADE', v_link, v_src, v_key))];
+    -- foreign keys of the source whose columns all move go along, and the
+    -- CHECKs the source has NOT VALID
+    v_steps := v_steps || ARRAY(
+        SELECT customer_unify._b_foreign_key(v_tgt, c.conname, c.def)
+          FROM customer_unify._split_moved_constraints(m, ARRAY['f']::"char"[]) c ORDER BY c.conname);
+    v_steps := v_steps || ARRAY(
+        SELECT customer_unify._b_step(format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_tgt, c.conname, c.def),
+                                      NULL, 'SHARE ROW EXCLUSIVE', v_tgt)
+          FROM customer_unify._split_moved_constraints(m, ARRAY['c']::"char"[]) c
+         WHERE NOT c.validated ORDER BY c.conname);
+    phase := 'backfill_end'; seq := 0;
+    FOREACH st IN ARRAY v_steps LOOP
+        seq := seq + 1;
+        statement := st.statement; inverse := st.inverse; lock_mode := st.lock_mode;
+        lock_relation := st.lock_relation; registers := st.registers;
+        RETURN NEXT;
+    END LOOP;
+
+    ---------------------------------------------------------------- orphans
+    -- Only when validation finds them: rows a delete removed from the source
+    -- while a batch was copying them from its snapshot.
+    phase := 'orphans'; seq := 1; inverse := NULL; registers := NULL;
+    statement := format('DELETE FROM ONLY %s t WHERE NOT EXISTS (SELECT 1 FROM ONLY %s s WHERE s.%I %s t.%I)',
+                        v_tgt, v_src, v_key, customer_unify._b_key_eq(m.source, v_key), v_link);
+    lock_mode := 'ROW EXCLUSIVE'; lock_relation := v_tgt;
+    RETURN NEXT;
+
+    ---------------------------------------------------------------- validate
+    -- One pass per foreign key; VALIDATE takes SHARE UPDATE EXCLUSIVE, so
+    -- writers go on.  A key the source had NOT VALID stays so.
+    v_steps := ARRAY[customer_unify._b_validate(v_tgt, v_fk)];
+    v_steps := v_steps || ARRAY(
+        SELECT customer_unify._b_validate(v_tgt, c.conname)
+          FROM customer_unify._split_moved_constraints(m, ARRAY['f']::"char"[]) c
+         WHERE c.validated ORDER BY c.conname);
+    phase := 'validate'; seq := 0;
+    FOREACH st IN ARRAY v_steps LOOP
+        seq := seq + 1;
+        statement := st.statement; inverse := st.inverse; lock_mode := st.lock_mode;
+        lock_relation := st.lock_relation; registers := st.registers;
+        RETURN NEXT;
+    END LOOP;
+
+    ---------------------------------------------------------------- cutover
+    -- Until finalize the source is complete and in sync: the view is the
+    -- source itself, a simple view PostgreSQL updates natively (its writes are
+    -- writes of the source, with its defaults, triggers, privileges, row-level
+    -- security, RETURNING and FOR UPDATE); the sync trigger carries them.
+    FOR v_c IN SELECT * FROM customer_unify._b_columns(m.source, NULL) LOOP
+        v_viewcols := v_viewcols || quote_ident(v_c.attname);
+        v_finalcols := v_finalcols || (CASE WHEN v_c.attname = ANY (v_moved) THEN 't.' ELSE 's.' END || quote_ident(v_c.attname));
+    END LOOP;
+    v_steps := ARRAY[
+        customer_unify._b_lock(v_src, 'ACCESS SHARE'),
+        customer_unify._b_lock(v_tgt, 'ACCESS SHARE'),
+        customer_unify._b_step(format('SELECT customer_unify._gate_verify(%s)', m.id), NULL, 'ACCESS SHARE', v_src || ', ' || v_tgt),
+        customer_unify._b_step(format('CREATE SCHEMA %I', v_cschema), format('DROP SCHEMA IF EXISTS %I', v_cschema)),
+        customer_unify._b_step(format('COMMENT ON SCHEMA %I IS %L', v_cschema,
+                                      format('customer_unify: the old shape of %s for applications not yet moved (migration %s)',
+                                             v_src, m.name)))];
+    v_steps := v_steps || ARRAY(SELECT customer_unify._b_schema_usage(m.source, v_cschema));
+    v_steps := v_steps || customer_unify._b_step(
+        format('CREATE VIEW %s WITH (security_invoker = true) AS SELECT %s FROM ONLY %s', v_view,
+               array_to_string(v_viewcols, ', '), v_src),
+        format('DROP VIEW IF EXISTS %s', v_view), 'ACCESS SHARE', v_src,
+        jsonb_build_object('relation', jsonb_build_object('tag', 'view', 'role', 'view',
+                           'nspname', v_cschema, 'relname', (SELECT c.relname FROM pg_class c WHERE c.oid = m.source))));
+    v_steps := v_steps || ARRAY(SELECT customer_unify._b_privileges(m.source, v_view,
+                                         (SELECT jsonb_agg(jsonb_build_array(c.attname, c.attname) ORDER BY c.attnum)
+                                            FROM customer_unify._b_columns(m.source, NULL) c)));
+    phase := 'cutover'; seq := 0; rows_estimate := 0;
+    FOREACH st IN ARRAY v_steps LOOP
+        seq := seq + 1;
+        statement := st.statement; inverse := st.inverse; lock_mode := st.lock_mode;
+        lock_relation := st.lock_relation; registers := st.registers;
+        RETURN NEXT;
+    END LOOP;
+
+    ---------------------------------------------------------------- finalize
+    -- Writes stop (SHARE) while the shapes are compared exactly; only the
+    -- catalog changes after it hold ACCESS EXCLUSIVE.
+    v_steps := ARRAY[
+        customer_unify._b_lock(v_src, 'SHARE'),
+        customer_unify._b_lock(v_tgt, 'SHARE'),
+        customer_unify._b_step(format('SELECT customer_unify._gate_dependents(%s)', m.id)),
+        customer_unify._b_step(format('SELECT customer_unify._gate_verify(%s)', m.id), NULL, 'SHARE', v_src || ', ' || v_tgt),
+        customer_unify._b_lock(v_src, 'ACCESS EXCLUSIVE'),
+        customer_unify._b_lock(v_tgt, 'ACCESS EXCLUSIVE')];
+    v_steps := v_steps || ARRAY(SELECT customer_unify._b_drop_sync_triggers(m.id, v_src, v_tgt));
+    -- sequences owned by a moved column now belong to the target's column
+    v_steps := v_steps || ARRAY(
+        SELECT customer_unify._b_step(format('ALTER SEQUENCE %s OWNED BY %s.%I', d.objid::regclass, v_tgt, a.attname),
+                                      NULL, 'ACCESS EXCLUSIVE', d.objid::regclass::text)
+          FROM pg_depend d
+          JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+         WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+           AND d.refobjid = m.source AND d.deptype = 'a' AND a.attname::text = ANY (v_moved)
+           AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = d.objid AND c.relkind = 'S'));
+    -- the view now joins: the target's row of a source row through an
+    -- inlinable SQL function, so FOR UPDATE locks the source row only and
+    -- the planner still joins (and filters on moved columns) with indexes
+    v_steps := v_steps || customer_unify._b_step(
+        format('CREATE FUNCTION %s(%s) RETURNS SETOF %s LANGUAGE sql STABLE AS %L', v_fn,
+               (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a WHERE a.attrelid = m.source AND a.attname = v_key),
+               v_tgt, format('SELECT * FROM ONLY %s t WHERE t.%I %s $1', v_tgt, v_link, customer_unify._b_key_eq(m.source, v_key))),
+        NULL, NULL, v_fn);
+    v_steps := v_steps || customer_unify._b_step(
+        format('CREATE OR REPLACE VIEW %s WITH (security_invoker = true) AS SELECT %s FROM ONLY %s s LEFT JOIN LATERAL %s(s.%I) t ON true',
+               v_view, array_to_string(v_finalcols, ', '), v_src, v_fn, v_key),
+        NULL, 'ACCESS EXCLUSIVE', v_view,
+        jsonb_build_object('map_mode', jsonb_build_object('name', 'route', 'mode', 'final')));
+    v_steps := v_steps || customer_unify._b_step(
+        format('ALTER TABLE %s %s', v_src, (SELECT string_agg(format('DROP COLUMN %I', c), ', ') FROM unnest(v_moved) c)),
+        NULL, 'ACCESS EXCLUSIVE', v_src);
+    -- a join is not updatable by itself: the C router writes through it, the
+    -- view's defaults fill what an INSERT leaves out, and capture triggers
+    -- hand the router the rows it stored
+    v_steps := v_steps || ARRAY(SELECT customer_unify._b_view_defaults(m.source, v_view));
+    v_steps := v_steps || ARRAY(SELECT customer_unify._b_route_trigger(m.id, v_view, v_route));
+    v_steps := v_steps || ARRAY(SELECT customer_unify._b_capture_triggers(m.id, ARRAY[v_src, v_tgt]));
+    phase := 'finalize'; seq := 0;
+    FOREACH st IN ARRAY v_steps LOOP
+        seq := seq + 1;
+        statement := st.statement; inverse := st.inverse; lock_mode := st.lock_mode;
+        lock_relation := st.lock_relation; registers := st.registers;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+-- The copy stream of a split: source rows by key into the target.
+CREATE OR REPLACE FUNCTION customer_unify._split_copy_plan(m customer_unify.migration)
+    RETURNS TABLE (stream text, key_type regtype, plan jsonb)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT 'main', a.atttypid::regtype,
+           jsonb_build_object('source_tag', 'source', 'target_tag', 'target', 'key', a.attname,
+                              'link', m.spec->>'link_column',
+                              'columns', (SELECT jsonb_agg(jsonb_build_array(c, c)) FROM customer_unify._split_moved(m) c))
+      FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+     WHERE i.indrelid = m.source AND i.indisprimary
+$$;
+
+-- verify: the source's moved columns against the target, row by row, and the link FK.
+CREATE OR REPLACE FUNCTION customer_unify._split_verify(m customer_unify.migration, checksums boolean DEFAULT true)
+    RETURNS TABLE (check_name text, expected text, actual text, ok boolean)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_tgt  regclass := customer_unify._relation(m.id, 'target');
+    v_key  text := m.spec->>'key_column';
+    v_link text := m.spec->>'link_column';
+    v_fk   record;
+BEGIN
+    IF v_tgt IS NULL THEN
+        check_name := 'target_exists'; expected := 'exists'; actual := 'missing'; ok := false;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT * FROM customer_unify._compare(
+        m.source, format('s.%I', v_key), v_tgt, format('t.%I', v_link),
+        format('t.%I %s s.%I', v_link, customer_unify._b_key_eq(m.source, v_key), v_key),
+        (SELECT jsonb_agg(jsonb_build_object('name', c, 'left', format('s.%I', c), 'right', format('t.%I', c)))
+           FROM customer_unify._split_moved(m) c),
+        checksums);
+    SELECT c.convalidated INTO v_fk
+      FROM pg_constraint c
+     WHERE c.conrelid = v_tgt AND c.contype = 'f' AND c.confrelid = m.source;
+    check_name := 'link_foreign_key'; expected := 'validated';
+    actual := CASE WHEN v_fk IS NULL THEN 'absent' WHEN v_fk.convalidated THEN 'validated' ELSE 'not validated' END;
+    ok := expected = actual; RETURN NEXT;
+END
+$$;
+
+-- Objects that use the moved columns; blocks_finalize: finalize would break them.
+CREATE OR REPLACE FUNCTION customer_unify._split_dependents(m customer_unify.migration)
+    RETURNS TABLE (object_type text, object_name text, dependency text, blocks_finalize boolean)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH moved AS (
+        SELECT a.attnum, a.attname::text AS attname
+          FROM pg_attribute a
+         WHERE a.attrelid = m.source AND a.attnum > 0 AND NOT a.attisdropped
+           AND a.attname::text IN (SELECT customer_unify._split_moved(m))
+    ), deps AS (
+        SELECT d.classid, d.objid, string_agg(DISTINCT mv.attname, ', ') AS cols
+          FROM pg_depend d JOIN moved mv ON mv.attnum = d.refobjsubid
+         WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = m.source
+           AND d.deptype IN ('n', 'a')
+         GROUP BY d.classid, d.objid
+    ), own AS (
+        -- the migration's own objects
+        SELECT r.relid FROM customer_unify.migration_relation r WHERE r.migration_id = m.id
+    )
+    -- views and rules
+    SELECT 'view', r.ev_class::regclass::text, 'reads ' || deps.cols, true
+      FROM deps JOIN pg_rewrite r ON deps.classid = 'pg_rewrite'::regclass AND r.oid = deps.objid
+     WHERE r.ev_class <> m.source AND r.ev_class NOT IN (SELECT relid FROM own)
+    UNION ALL
+    -- triggers (WHEN clauses, UPDATE OF lists), other than the migration's own
+    SELECT 'trigger', format('%I on %s', t.tgname, t.tgrelid::regclass), 'uses ' || deps.cols, true
+      FROM deps JOIN pg_trigger t ON deps.classid = 'pg_trigger'::regclass AND t.oid = deps.objid
+     WHERE t.tgname::text NOT LIKE 'customer\_unify\_' || m.id || '\_%'
+    UNION ALL
+    -- constraints: CHECKs, FKs and unique/exclusion constraints that only use moved columns travel; others block
+    SELECT CASE c.contype WHEN 'c' THEN 'check constraint' WHEN 'f' THEN 'foreign key'
+                          WHEN 'u' THEN 'unique constraint' WHEN 'x' THEN 'exclusion constraint' ELSE 'constraint' END,
+           format('%I on %s', c.conname, c.conrelid::regclass),
+           CASE WHEN c.contype IN ('c', 'f', 'u', 'x')
+                     AND NOT EXISTS (SELECT 1 FROM unnest(c.conkey) k WHERE k NOT IN (SELECT attnum FROM moved))
+                THEN 'moves to the target with ' || deps.cols
+                ELSE 'uses ' || deps.cols END,
+           NOT (c.contype IN ('c', 'f', 'u', 'x')
+                AND NOT EXISTS (SELECT 1 FROM unnest(c.conkey) k WHERE k NOT IN (SELECT attnum FROM moved)))
+      FROM deps JOIN pg_constraint c ON deps.classid = 'pg_constraint'::regclass AND c.oid = deps.objid
+     WHERE c.conrelid = m.source
+    UNION ALL
+    -- foreign keys of other tables that reference a moved column
+    SELECT 'foreign key', format('%I on %s', c.conname, c.conrelid::regclass),
+           'references ' || (SELECT string_agg(mv.attname, ', ') FROM moved mv WHERE mv.attnum = ANY (c.confkey)), true
+      FROM pg_constraint c
+     WHERE c.contype = 'f' AND c.confrelid = m.source
+       AND EXISTS (SELECT 1 FROM moved mv WHERE mv.attnum = ANY (c.confkey))
+    UNION ALL
+    -- indexes: those on moved columns only are re-created on the target; mixed ones would be lost
+    SELECT 'index', i.indexrelid::regclass::text,
+           CASE WHEN NOT EXISTS (SELECT 1 FROM unnest(i.indkey) k WHERE k <> 0 AND k NOT IN (SELECT attnum FROM moved))
+                     AND NOT EXISTS (SELECT 1 FROM pg_depend d2 WHERE d2.classid = 'pg_class'::regclass
+                                        AND d2.objid = i.indexrelid AND d2.refobjid = m.source AND d2.refobjsubid > 0
+                                        AND d2.refobjsubid NOT IN (SELECT attnum FROM moved))
+                THEN 're-created on the target'
+                ELSE 'mixes moved and kept columns; finalize would drop it' END,
+           NOT (NOT EXISTS (SELECT 1 FROM unnest(i.indkey) k WHERE k <> 0 AND k NOT IN (SELECT attnum FROM moved))
+                AND NOT EXISTS (SELECT 1 FROM pg_depend d2 WHERE d2.classid = 'pg_class'::regclass
+                                   AND d2.objid = i.indexrelid AND d2.refobjid = m.source AND d2.refobjsubid > 0
+                                   AND d2.refobjsubid NOT IN (SELECT attnum FROM moved)))
+      FROM pg_index i
+     WHERE i.indrelid = m.source AND NOT i.indisprimary
+       AND (EXISTS (SELECT 1 FROM unnest(i.indkey) k WHERE k IN (SELECT attnum FROM moved))
+            OR EXISTS (SELECT 1 FROM pg_depend d2 WHERE d2.classid = 'pg_class'::regclass
+                          AND d2.objid = i.indexrelid AND d2.refobjid = m.source
+                          AND d2.refobjsubid IN (SELECT attnum FROM moved)))
+       AND i.indexrelid NOT IN (SELECT c.conindid FROM pg_constraint c WHERE c.conrelid = m.source
+                                   AND c.contype IN ('u', 'x'))
+    UNION ALL
+    -- functions with SQL-standard bodies, policies
+    SELECT 'function', deps.objid::regprocedure::text, 'reads ' || deps.cols, true
+      FROM deps WHERE deps.classid = 'pg_proc'::regclass
+    UNION ALL
+    SELECT 'policy', format('%I on %s', p.polname, p.polrelid::regclass), 'uses ' || deps.cols, true
+      FROM deps JOIN pg_policy p ON deps.classid = 'pg_policy'::regclass AND p.oid = deps.objid
+    UNION ALL
+    -- publications: a column list naming a moved column breaks; a publication
+    -- of the whole table stops publishing the moved columns
+    SELECT 'publication', format('%I on %s', pb.pubname, pr.prrelid::regclass),
+           CASE WHEN pr.prattrs IS NOT NULL
+                THEN 'its column list has ' || (SELECT string_agg(mv.attname, ', ' ORDER BY mv.attnum) FROM moved mv
+                                                 WHERE mv.attnum = ANY (pr.prattrs::int2[]))
+                ELSE 'publishes the table; add the target to keep publishing the moved columns' END,
+           pr.prattrs IS NOT NULL
+      FROM pg_publication_rel pr JOIN pg_publication pb ON pb.oid = pr.prpubid
+     WHERE pr.prrelid = m.source
+       AND (pr.prattrs IS NULL OR EXISTS (SELECT 1 FROM moved mv WHERE mv.attnum = ANY (pr.prattrs::int2[])))
+    UNION ALL
+    SELECT 'publication', format('%I (FOR ALL TABLES)', pb.pubname),
+           'publishes every table; the moved columns are published from the target', false
+      FROM pg_publication pb WHERE pb.puballtables
+    UNION ALL
+    -- function bodies are not tracked by PostgreSQL: match the column names in the text of
+    -- functions that name the table, and of trigger functions of the table's own triggers
+    SELECT 'function (text match)', p.oid::regprocedure::text,
+           'its body mentions ' || string_agg(DISTINCT mv.attname, ', '), true
+      FROM pg_proc p
+      JOIN moved mv ON p.prosrc ~ ('\m' || regexp_replace(mv.attname, '([\.\^\$\*\+\?\(\)\[\]\{\}\|\\])', '\\\1', 'g') || '\M')
+      JOIN pg_language l ON l.oid = p.prolang AND l.lanname NOT IN ('c', 'internal')
+     WHERE p.prosqlbody IS NULL
+       AND p.pronamespace <> (SELECT e.extnamespace FROM pg_extension e WHERE e.extname = 'customer_unify')
+       AND (p.prosrc ~* ('\m' || regexp_replace(m.spec->>'source_table', '([\.\^\$\*\+\?\(\)\[\]\{\}\|\\])', '\\\1', 'g') || '\M')
+            OR p.oid IN (SELECT t.tgfoid FROM pg_trigger t WHERE t.tgrelid = m.source AND NOT t.tgisinternal
+                            AND t.tgname::text NOT LIKE 'customer\_unify\_%'))
+     GROUP BY p.oid
+$$;
+
+-- For status(): the target and the columns it holds.
+CREATE OR REPLACE FUNCTION customer_unify._split_describe(m customer_unify.migration)
+    RETURNS TABLE (target text, columns text[])
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT customer_unify._qual(m.spec->>'target_schema', m.spec->>'target_table'),
+           ARRAY(SELECT customer_unify._split_moved(m))
+$$;
+
+-- The source's privileges and row-level security carried again to the
+-- target and the view, after the application changed them (the guard runs
+-- these as the 'resync' phase).
+CREATE OR REPLACE FUNCTION customer_unify._split_security_steps(m customer_unify.migration)
+    RETURNS SETOF customer_unify.step_def
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_tgt  regclass := customer_unify._relation(m.id, 'target');
+    v_view regclass := customer_unify._relation(m.id, 'view');
+    v_key  text := m.spec->>'key_column';
+    v_link text := m.spec->>'link_column';
+    v_pairs jsonb := (SELECT jsonb_agg(jsonb_build_array(c, c)) FROM customer_unify._split_moved(m) c);
+    v_rel  record;
+    p      record;
+BEGIN
+    IF v_tgt IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM customer_unify._b_revoke_all(v_tgt);
+        RETURN QUERY SELECT * FROM customer_unify._b_privileges(m.source, customer_unify._b_name(v_tgt),
+                                                                v_pairs || jsonb_build_array(jsonb_build_array(v_key, v_link)));
+        FOR p IN SELECT pl.polname FROM pg_policy pl WHERE pl.polrelid = v_tgt ORDER BY pl.polname LOOP
+            RETURN NEXT customer_unify._b_step(format('DROP POLICY %I ON %s', p.polname, customer_unify._b_name(v_tgt)),
+                                               NULL, 'ACCESS EXCLUSIVE', customer_unify._b_name(v_tgt));
+        END LOOP;
+        SELECT c.relrowsecurity, c.relforcerowsecurity INTO v_rel FROM pg_class c WHERE c.oid = m.source;
+        IF NOT v_rel.relrowsecurity THEN
+            RETURN NEXT customer_unify._b_step(format('ALTER TABLE %s DISABLE ROW LEVEL SECURITY', customer_unify._b_name(v_tgt)),
+                                               NULL, 'SHARE ROW EXCLUSIVE', customer_unify._b_name(v_tgt));
+        END IF;
+        IF NOT v_rel.relforcerowsecurity THEN
+            RETURN NEXT customer_unify._b_step(format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY', customer_unify._b_name(v_tgt)),
+                                               NULL, 'SHARE ROW EXCLUSIVE', customer_unify._b_name(v_tgt));
+        END IF;
+        RETURN QUERY SELECT * FROM customer_unify._b_policy_copies(m.source, v_key, customer_unify._b_name(v_tgt),
+                                                                   (SELECT c.relname::text FROM pg_class c WHERE c.oid = v_tgt), v_link);
+    END IF;
+    IF v_view IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM customer_unify._b_revoke_all(v_view);
+        RETURN QUERY SELECT * FROM customer_unify._b_privileges(m.source, customer_unify._b_name(v_view),
+                                         (SELECT jsonb_agg(jsonb_build_array(c.attname, c.attname) ORDER BY c.attnum)
+                                            FROM customer_unify._b_columns(m.source, NULL) c));
+        RETURN QUERY SELECT * FROM customer_unify._b_schema_usage(m.source, m.spec->>'compat_schema');
+    END IF;
+END
+$$;
+-------------------------------------------------------------------------------
+-- api.sql: the public functions.  Each dispatches on the migration's kind
+-- (customer_unify.operation) and leaves the work to the engine; none calls
+-- an operation's own functions by name.
+-------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION customer_unify.dependents(name text)
+    RETURNS TABLE (object_type text, object_name text, dependency text, blocks_finalize boolean)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m customer_unify.migration := customer_unify._get(dependents.name);
+BEGIN
+    RETURN QUERY EXECUTE format('SELECT * FROM %s($1) d ORDER BY 1, 2',
+                                customer_unify._operation_function(m.kind, 'dependents')) USING m;
+END
+$$;
+COMMENT ON FUNCTION customer_unify.dependents(text) IS
+    'Objects that depend on what the migration changes; those with blocks_finalize would break when finalize runs.';
+
+CREATE OR REPLACE FUNCTION customer_unify.preview(name text)
+    RETURNS TABLE (phase text, step int, statement text, lock_mode text, lock_relation text, rows_estimate bigint)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m customer_unify.migration := customer_unify._get(preview.name);
+BEGIN
+    IF EXISTS (SELECT 1 FROM customer_unify.step s WHERE s.migration_id = m.id) THEN
+        -- started: the frozen plan, and the rollback of what ran
+        RETURN QUERY
+            SELECT s.phase, s.seq, s.statement, s.lock_mode, s.lock_relation, s.rows_estimate
+              FROM customer_unify.step s WHERE s.migration_id = m.id
+             ORDER BY array_position(ARRAY['start', 'backfill', 'backfill_end', 'orphans', 'validate', 'cutover', 'finalize'], s.phase), s.seq;
+        RETURN QUERY
+            SELECT 'rollback'::text, 0, format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE, for each table of the migration', m.source::text),
+                   'ACCESS EXCLUSIVE'::text, m.source::text, NULL::bigint
+            UNION ALL
+            SELECT 'rollback', (row_number() OVER (ORDER BY x.ord))::int, x.inverse, NULL, NULL, NULL
+              FROM (SELECT s.inverse, row_number() OVER (ORDER BY array_position(ARRAY['start', 'backfill_end', 'cutover'], s.phase) DESC, s.seq DESC) AS ord
+                      FROM customer_unify.step s
+                     WHERE s.migration_id = m.id AND s.inverse IS NOT NULL AND s.phase IN ('start', 'backfill_end', 'cutover')) x;
+        RETURN;
+    END IF;
+    RETURN QUERY EXECUTE format(
+        'WITH s AS (SELECT * FROM %s($1)) '
+        'SELECT s.phase, s.seq, s.statement, s.lock_mode, s.lock_relation, s.rows_estimate FROM s '
+        'UNION ALL SELECT %L, 0, %L, %L, %L, NULL::bigint '
+        'UNION ALL SELECT %L, (row_number() OVER (ORDER BY array_position(ARRAY[%L, %L, %L], s.phase) DESC, s.seq DESC))::int, '
+        '       s.inverse, NULL, NULL, NULL FROM s WHERE s.inverse IS NOT NULL AND s.phase IN (%L, %L, %L)',
+        customer_unify._operation_function(m.kind, 'steps'),
+        'rollback', format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE, for each table of the migration', m.source::text),
+        'ACCESS EXCLUSIVE', m.source::text,
+        'rollback', 'start', 'backfill_end', 'cutover', 'start', 'backfill_end', 'cutover') USING m;
+END
+$$;
+COMMENT ON FUNCTION customer_unify.preview(text) IS
+    'Every statement each phase will run, with its lock mode and row estimate; rollback lists what undoes them.';
+
+CREATE OR REPLACE FUNCTION customer_unify.start(name text) RETURNS text
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT customer_unify._run_phase((customer_unify._get(start.name)).id, 'start')
+$$;
+COMMENT ON FUNCTION customer_unify.start(text) IS
+    'Expand: creates the new shape and installs the sync triggers. The old shape is not changed.';
+
+-- The batch copy engine.  Commits after every batch, so it cannot carry a SET
+-- clause; it pins search_path with a transaction-local setting per batch.
+CREATE OR REPLACE PROCEDURE customer_unify.backfill(
+    name            text,
+    batch_size      integer DEFAULT 10000,
+    max_batches     integer DEFAULT NULL,
+    sleep_ms        integer DEFAULT 0,
+    lock_timeout_ms integer DEFAULT 2000)
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cu_backfill_run';
+COMMENT ON PROCEDURE customer_unify.backfill(text, integer, integer, integer, integer) IS
+    'Copies existing rows in primary-key batches, COMMIT and checkpoint after each; resumable.';
+
+CREATE OR REPLACE FUNCTION customer_unify.verify(name text)
+    RETURNS TABLE (check_name text, expected text, actual text, ok boolean)
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT * FROM customer_unify._verify((customer_unify._get(verify.name)).id)
+$$;
+COMMENT ON FUNCTION customer_unify.verify(text) IS
+    'Named checks of the new shape against the old: row counts, missing and orphan rows, per-column differences and checksums, link FK. All ok moves backfilled to verified.';
+
+CREATE OR REPLACE FUNCTION customer_unify.cutover(name text, skip_verify boolean DEFAULT false) RETURNS text
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT customer_unify._run_phase((customer_unify._get(cutover.name)).id, 'cutover',
+                                     jsonb_build_object('skip_verify', coalesce(cutover.skip_verify, false)))
+$$;
+COMMENT ON FUNCTION customer_unify.cutover(text, boolean) IS
+    'Re-runs verify, then creates the updatable compatibility view <name>_compat.<source> with the old shape.';
+
+CREATE OR REPLACE FUNCTION customer_unify.finalize(name text, ignore_text_matches boolean DEFAULT false) RETURNS text
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT customer_unify._run_phase((customer_unify._get(finalize.name)).id, 'finalize',
+                                     jsonb_build_object('ignore_text_matches', coalesce(finalize.ignore_text_matches, false)))
+$$;
+COMMENT ON FUNCTION customer_unify.finalize(text, boolean) IS
+    'Contract: with writes paused, compares both shapes exactly and refuses on any difference; then drops the sync triggers and what moved from the old shape. After this there is no rollback.';
+
+CREATE OR REPLACE FUNCTION customer_unify.rollback(name text) RETURNS text
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT customer_unify._run_phase((customer_unify._get(rollback.name)).id, 'rollback')
+$$;
+COMMENT ON FUNCTION customer_unify.rollback(text) IS
+    'Undoes a migration from any state before finalize by replaying the step log backwards; the old shape was never changed.';
+
+CREATE OR REPLACE FUNCTION customer_unify.status(name text)
+    RETURNS TABLE (migration text, kind text, state text, source text, target text, columns text[],
+                   rows_done bigint, rows_total bigint, percent numeric, steps_run bigint,
+                   created_at timestamptz, updated_at timestamptz, next_step text)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m customer_unify.migration := customer_unify._get(status.name);
+    d record;
+BEGIN
+    EXECUTE format('SELECT * FROM %s($1)', customer_unify._operation_function(m.kind, 'describe')) INTO d USING m;
+    RETURN QUERY
+        SELECT m.name, m.kind, m.state, m.source::text, d.target, d.columns,
+               sum(p.rows_done)::bigint, sum(p.rows_total)::bigint,
+               round(100.0 * sum(p.rows_done) / NULLIF(GREATEST(sum(p.rows_total), sum(p.rows_done)), 0), 1),
+               (SELECT count(*) FROM customer_unify.step_log l WHERE l.migration_id = m.id),
+               m.created_at, m.updated_at,
+               customer_unify._next_step_hint(m.state, m.name)
+          FROM customer_unify.progress p WHERE p.name = m.name;
+END
+$$;
+
+-- One shot: start, backfill, verify, cutover (and finalize on request).
+-- Commits between phases, so it carries no SET clause; it pins search_path per transaction.
+CREATE OR REPLACE PROCEDURE customer_unify.run(name text, batch_size integer DEFAULT 10000, sleep_ms integer DEFAULT 0,
+                                               finalize boolean DEFAULT false)
+    LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_state  text;
+    v_failed text;
+BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    v_state := (customer_unify._get(run.name)).state;
+    IF v_state = 'planned' THEN
+        v_state := customer_unify.start(run.name);
+        COMMIT;
+    END IF;
+    IF v_state = 'started' THEN
+        CALL customer_unify.backfill(run.name, run.batch_size, NULL, run.sleep_ms);
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        v_state := (customer_unify._get(run.name)).state;
+    END IF;
+    IF v_state = 'backfilled' THEN
+        SELECT pg_catalog.string_agg(v.check_name, ', ') INTO v_failed
+          FROM customer_unify.verify(run.name) v WHERE NOT v.ok;
+        IF v_failed IS NOT NULL THEN
+            RAISE EXCEPTION 'verification of migration "%" failed: %', run.name, v_failed
+                USING ERRCODE = 'integrity_constraint_violation',
+                      HINT = 'Inspect SELECT * FROM customer_unify.verify(...).';
+        END IF;
+        v_state := (customer_unify._get(run.name)).state;
+        COMMIT;
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    END IF;
+    IF v_state = 'verified' THEN
+        v_state := customer_unify.cutover(run.name);
+        COMMIT;
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    END IF;
+    IF run.finalize AND v_state = 'cut_over' THEN
+        v_state := customer_unify.finalize(run.name);
+    END IF;
+    RAISE NOTICE 'migration "%" is %', run.name, v_state;
+END
+$$;
+COMMENT ON PROCEDURE customer_unify.run(text, integer, integer, boolean) IS
+    'Runs start, backfill, verify and cutover in one call (finalize => true also finalizes); resumes where it stopped.';
+-------------------------------------------------------------------------------
+-- registry.sql: the operations of this release.  Fresh install and update
+-- alike: a kind a previous release registered gets its current functions.
+-------------------------------------------------------------------------------
+INSERT INTO customer_unify.operation (kind, validate, steps, copy_plan, verify, dependents, describe, security)
+VALUES ('split',
+        'customer_unify._split_validate(text, jsonb)',
+        'customer_unify._split_steps(customer_unify.migration)',
+        'customer_unify._split_copy_plan(customer_unify.migration)',
+        'customer_unify._split_verify(customer_unify.migration, boolean)',
+        'customer_unify._split_dependents(customer_unify.migration)',
+        'customer_unify._split_describe(customer_unify.migration)',
+        'customer_unify._split_security_steps(customer_unify.migration)')
+ON CONFLICT (kind) DO UPDATE SET validate = EXCLUDED.validate, steps = EXCLUDED.steps,
+    copy_plan = EXCLUDED.copy_plan, verify = EXCLUDED.verify, dependents = EXCLUDED.dependents,
+    describe = EXCLUDED.describe, security = EXCLUDED.security;
+-------------------------------------------------------------------------------
+-- guard-triggers.sql: the event triggers of the DDL guard (guard.sql), made
+-- last, once the catalog is complete.
+-------------------------------------------------------------------------------
+CREATE EVENT TRIGGER customer_unify_guard_ddl ON ddl_command_end
+    EXECUTE FUNCTION customer_unify._guard_ddl();
+CREATE EVENT TRIGGER customer_unify_guard_drop ON sql_drop
+    EXECUTE FUNCTION customer_unify._guard_drop();
+
