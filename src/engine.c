@@ -62,6 +62,7 @@ static const PhaseRule phase_rules[] = {
 	{"finalize", {"cut_over"}, "finalized", false, false},
 	{"rollback", {"planned", "started", "backfilled", "verified", "cut_over"}, "rolled_back", false, false},
 	{"resync", {"started", "backfilled", "verified", "cut_over"}, NULL, false, false},
+	{"purge", {"finalized"}, NULL, false, false},
 	{NULL}
 };
 

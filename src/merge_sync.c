@@ -1,0 +1,411 @@
+/*-------------------------------------------------------------------------
+ * merge_sync.c
+ *	  The live side of a merge: the statement-level trigger on every source
+ *	  that hands the rows a statement wrote to the merge's apply function,
+ *	  and the only writer of the id crosswalk (customer_unify.id_map).
+ *
+ *	  merge_capture() fires AFTER INSERT, UPDATE and DELETE FOR EACH
+ *	  STATEMENT with transition tables.  It collects the primary keys of the
+ *	  old and new rows (a key that changed is both), and calls the apply
+ *	  function the merge generated for that source (its OID is the trigger's
+ *	  third argument) with them, once per statement, as the tables' owner
+ *	  and under the migration's loop guard: matching the rows and writing
+ *	  the target is integrity maintenance, like a foreign key's cascade,
+ *	  done after the caller's own write passed its checks.  The target's
+ *	  own trigger (when the target is an existing table that is also a
+ *	  source) stands aside while the merge writes it.
+ *
+ *	  The crosswalk is catalog: the apply functions, which run as the
+ *	  tables' owner, write it through _id_map_set / _id_map_delete /
+ *	  _id_map_retarget / _id_map_clear, which check that the caller may act
+ *	  for the owner of every table of the migration, that the migration is
+ *	  a merge and that it is live, and then write as the extension's owner.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/table.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#include "customer_unify.h"
+
+/* ---------------------------------------------------------- the trigger */
+
+/* The name of the primary key's (single) column of rel. */
+static char *
+merge_key_column(Relation rel)
+{
+	Oid			pk;
+	Relation	idx;
+	char	   *name;
+
+	(void) RelationGetIndexList(rel);
+	pk = rel->rd_pkindex;
+	if (!OidIsValid(pk))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("source %s of a merge has no primary key", RelationGetRelationName(rel)),
+				 errhint("The primary key was dropped while the merge was live; roll the merge back.")));
+	idx = index_open(pk, AccessShareLock);
+	if (idx->rd_index->indnkeyatts != 1)
+		elog(ERROR, "customer_unify: the primary key of %s is not a single column", RelationGetRelationName(rel));
+	name = pstrdup(NameStr(TupleDescAttr(RelationGetDescr(rel), idx->rd_index->indkey.values[0] - 1)->attname));
+	index_close(idx, AccessShareLock);
+	return name;
+}
+
+PG_FUNCTION_INFO_V1(cu_merge_capture);
+
+/*
+ * customer_unify.merge_capture(): AFTER ... FOR EACH STATEMENT trigger with
+ * arguments (migration id, source tag, OID of the apply function).
+ */
+Datum
+cu_merge_capture(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Trigger    *tg;
+	int64		migration_id;
+	Oid			apply_fn;
+	const char *key;
+	StringInfoData sql;
+	bool		any = false;
+	int			rc;
+
+	cu_check_trigger_call(fcinfo, "merge_capture", false, false);
+	tg = trigdata->tg_trigger;
+	if (tg->tgnargs != 3)
+		elog(ERROR, "customer_unify: merge_capture needs 3 arguments, has %d", tg->tgnargs);
+	migration_id = pg_strtoint64(tg->tgargs[0]);
+	apply_fn = (Oid) strtoul(tg->tgargs[2], NULL, 10);
+
+	/* the merge's own writes (the target being also a source) are not news */
+	if (cu_guard_active(migration_id))
+		return PointerGetDatum(NULL);
+	if (!OidIsValid(apply_fn) || get_func_name(apply_fn) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("the apply function of merge %lld is gone", (long long) migration_id),
+				 errhint("Roll the merge back: SELECT customer_unify.rollback(...).")));
+
+	key = quote_identifier(merge_key_column(trigdata->tg_relation));
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "SELECT %s.%s(ARRAY(",
+					 quote_identifier(get_namespace_name(get_func_namespace(apply_fn))),
+					 quote_identifier(get_func_name(apply_fn)));
+	if (trigdata->tg_oldtable != NULL && tg->tgoldtable != NULL)
+	{
+		appendStringInfo(&sql, "SELECT o.%s::pg_catalog.text FROM %s o", key, quote_identifier(tg->tgoldtable));
+		any = true;
+	}
+	if (trigdata->tg_newtable != NULL && tg->tgnewtable != NULL)
+	{
+		appendStringInfo(&sql, "%sSELECT n.%s::pg_catalog.text FROM %s n", any ? " UNION " : "", key,
+						 quote_identifier(tg->tgnewtable));
+		any = true;
+	}
+	appendStringInfoString(&sql, "))");
+	if (!any)
+		elog(ERROR, "customer_unify: merge_capture fired without transition tables");
+
+	SPI_connect();
+	rc = SPI_register_trigger_data(trigdata);
+	if (rc != SPI_OK_TD_REGISTER)
+		elog(ERROR, "customer_unify: registering the transition tables failed: %s", SPI_result_code_string(rc));
+	cu_guard_push(migration_id);
+	PG_TRY();
+	{
+		rc = cu_spi_as(cu_relation_owner(RelationGetRelid(trigdata->tg_relation)), true, sql.data, NULL,
+					   0, NULL, NULL, NULL, false, 0);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "customer_unify: the merge's apply function failed: %s", SPI_result_code_string(rc));
+	}
+	PG_FINALLY();
+	{
+		cu_guard_pop();
+	}
+	PG_END_TRY();
+	SPI_finish();
+	return PointerGetDatum(NULL);
+}
+
+/* ---------------------------------------------------------- the crosswalk */
+
+/*
+ * The caller (an apply function or a step, running as the tables' owner)
+ * may write the crosswalk of this migration: it is a live merge and the
+ * caller may act for the owner of each of its tables.
+ */
+static void
+crosswalk_check(int64 migration_id, bool allow_rolled_back)
+{
+	Oid			types[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(migration_id)};
+	int			rc;
+	uint64		i;
+	bool		isnull;
+	char	   *kind;
+	char	   *state;
+
+	SPI_connect();
+	rc = SPI_execute_with_args("SELECT m.kind, m.state FROM customer_unify.migration m "
+							   "WHERE m.id OPERATOR(pg_catalog.=) $1", 1, types, values, NULL, true, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("migration %lld does not exist", (long long) migration_id)));
+	kind = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	if (strcmp(kind, "merge") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("migration %lld is a %s, not a merge", (long long) migration_id, kind)));
+	if (strcmp(state, "planned") == 0 || strcmp(state, "failed") == 0 ||
+		(strcmp(state, "rolled_back") == 0 && !allow_rolled_back))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the crosswalk of merge %lld cannot change: the merge is %s", (long long) migration_id, state)));
+	rc = SPI_execute_with_args("SELECT c.relowner, c.oid::pg_catalog.regclass::pg_catalog.text "
+							   "FROM customer_unify.migration_relation r "
+							   "JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) r.relid "
+							   "WHERE r.migration_id OPERATOR(pg_catalog.=) $1",
+							   1, types, values, NULL, true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "customer_unify: reading the merge's relations failed");
+	for (i = 0; i < SPI_processed; i++)
+	{
+		Oid			owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+
+		if (!cu_may_act_as(owner))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied for the crosswalk of merge %lld", (long long) migration_id),
+					 errdetail("Only the owner of %s may change it.",
+							   SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2))));
+	}
+	SPI_finish();
+}
+
+static void
+crosswalk_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls, int expected)
+{
+	SPI_connect();
+	cu_catalog_exec(sql, nargs, types, values, nulls, expected);
+	SPI_finish();
+}
+
+static void
+crosswalk_args_not_null(FunctionCallInfo fcinfo, int nargs)
+{
+	int			i;
+
+	for (i = 0; i < nargs; i++)
+		if (PG_ARGISNULL(i))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("argument %d of a crosswalk function must not be null", i + 1)));
+}
+
+PG_FUNCTION_INFO_V1(cu_id_map_set);
+
+/*
+ * _id_map_set(migration, source tag, old keys text[], target keys text[],
+ * rules text[]): the rows of one source and the target rows they belong to.
+ */
+Datum
+cu_id_map_set(PG_FUNCTION_ARGS)
+{
+	int64		migration_id;
+	Oid			types[5] = {INT8OID, TEXTOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
+	Datum		values[5];
+	int			i;
+
+	crosswalk_args_not_null(fcinfo, 5);
+	migration_id = PG_GETARG_INT64(0);
+	crosswalk_check(migration_id, false);
+	for (i = 0; i < 5; i++)
+		values[i] = PG_GETARG_DATUM(i);
+	crosswalk_exec("INSERT INTO customer_unify.id_map AS x (migration_id, source_tag, source, old_key, old_key_type, target_key, rule) "
+				   "SELECT $1, $2, r.relid, u.old_key, a.atttypid::pg_catalog.regtype, u.target_key, u.rule "
+				   "FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5)) u(old_key, target_key, rule) "
+				   "JOIN customer_unify.migration_relation r ON r.migration_id OPERATOR(pg_catalog.=) $1 "
+				   "  AND r.tag OPERATOR(pg_catalog.=) $2 "
+				   "JOIN pg_catalog.pg_index i ON i.indrelid OPERATOR(pg_catalog.=) r.relid AND i.indisprimary "
+				   "JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) r.relid "
+				   "  AND a.attnum OPERATOR(pg_catalog.=) i.indkey[0] "
+				   "WHERE u.old_key IS NOT NULL AND u.target_key IS NOT NULL "
+				   "ON CONFLICT (migration_id, source_tag, old_key) DO UPDATE "
+				   "SET target_key = EXCLUDED.target_key, rule = EXCLUDED.rule, merged_at = pg_catalog.now() "
+				   "WHERE (x.target_key, x.rule) IS DISTINCT FROM (EXCLUDED.target_key, EXCLUDED.rule)",
+				   5, types, values, NULL, SPI_OK_INSERT);
+	PG_RETURN_INT32((int32) SPI_processed);
+}
+
+PG_FUNCTION_INFO_V1(cu_id_map_delete);
+
+/* _id_map_delete(migration, source tag, old keys text[]): rows that are gone. */
+Datum
+cu_id_map_delete(PG_FUNCTION_ARGS)
+{
+	int64		migration_id;
+	Oid			types[3] = {INT8OID, TEXTOID, TEXTARRAYOID};
+	Datum		values[3];
+
+	crosswalk_args_not_null(fcinfo, 3);
+	migration_id = PG_GETARG_INT64(0);
+	crosswalk_check(migration_id, false);
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = PG_GETARG_DATUM(1);
+	values[2] = PG_GETARG_DATUM(2);
+	crosswalk_exec("DELETE FROM customer_unify.id_map x WHERE x.migration_id OPERATOR(pg_catalog.=) $1 "
+				   "AND x.source_tag OPERATOR(pg_catalog.=) $2 AND x.old_key OPERATOR(pg_catalog.=) ANY ($3)",
+				   3, types, values, NULL, SPI_OK_DELETE);
+	PG_RETURN_INT32((int32) SPI_processed);
+}
+
+PG_FUNCTION_INFO_V1(cu_id_map_retarget);
+
+/* _id_map_retarget(migration, from target keys text[], to target key): clusters folded into one. */
+Datum
+cu_id_map_retarget(PG_FUNCTION_ARGS)
+{
+	int64		migration_id;
+	Oid			types[3] = {INT8OID, TEXTARRAYOID, TEXTOID};
+	Datum		values[3];
+
+	crosswalk_args_not_null(fcinfo, 3);
+	migration_id = PG_GETARG_INT64(0);
+	crosswalk_check(migration_id, false);
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = PG_GETARG_DATUM(1);
+	values[2] = PG_GETARG_DATUM(2);
+	crosswalk_exec("UPDATE customer_unify.id_map x SET target_key = $3, merged_at = pg_catalog.now() "
+				   "WHERE x.migration_id OPERATOR(pg_catalog.=) $1 AND x.target_key OPERATOR(pg_catalog.=) ANY ($2) "
+				   "AND x.target_key OPERATOR(pg_catalog.<>) $3",
+				   3, types, values, NULL, SPI_OK_UPDATE);
+	PG_RETURN_INT32((int32) SPI_processed);
+}
+
+PG_FUNCTION_INFO_V1(cu_id_map_clear);
+
+/* _id_map_clear(migration): a rollback forgets what the merge matched. */
+Datum
+cu_id_map_clear(PG_FUNCTION_ARGS)
+{
+	int64		migration_id;
+	Oid			types[1] = {INT8OID};
+	Datum		values[1];
+
+	crosswalk_args_not_null(fcinfo, 1);
+	migration_id = PG_GETARG_INT64(0);
+	crosswalk_check(migration_id, true);
+	values[0] = PG_GETARG_DATUM(0);
+	crosswalk_exec("DELETE FROM customer_unify.id_map x WHERE x.migration_id OPERATOR(pg_catalog.=) $1",
+				   1, types, values, NULL, SPI_OK_DELETE);
+	PG_RETURN_INT32((int32) SPI_processed);
+}
+
+/* ---------------------------------------------------------- decisions */
+
+PG_FUNCTION_INFO_V1(cu_match_decide);
+
+/*
+ * customer_unify.decide(name, decision, a_tag, a_key, b_tag, b_key): a
+ * manual decision about two source rows of a merge, kept in the catalog.
+ */
+Datum
+cu_match_decide(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	char	   *decision;
+	int64		migration_id;
+	Oid			types[6] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[6];
+	int			i;
+	int			rc;
+	char	   *a_tag,
+			   *a_key,
+			   *b_tag,
+			   *b_key;
+
+	crosswalk_args_not_null(fcinfo, 6);
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	decision = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	if (strcmp(decision, "never") != 0 && strcmp(decision, "always") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("decision must be never or always, not \"%s\"", decision)));
+	SPI_connect();
+	migration_id = cu_migration_id_by_name(name);
+	SPI_finish();
+	crosswalk_check(migration_id, false);
+	a_tag = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	a_key = text_to_cstring(PG_GETARG_TEXT_PP(3));
+	b_tag = text_to_cstring(PG_GETARG_TEXT_PP(4));
+	b_key = text_to_cstring(PG_GETARG_TEXT_PP(5));
+	if (strcmp(a_tag, b_tag) == 0 && strcmp(a_key, b_key) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a decision needs two different rows")));
+	/* one row per pair, in a fixed order */
+	if (strcmp(a_tag, b_tag) > 0 || (strcmp(a_tag, b_tag) == 0 && strcmp(a_key, b_key) > 0))
+	{
+		char	   *t;
+
+		t = a_tag;
+		a_tag = b_tag;
+		b_tag = t;
+		t = a_key;
+		a_key = b_key;
+		b_key = t;
+	}
+	values[0] = Int64GetDatum(migration_id);
+	values[1] = CStringGetTextDatum(decision);
+	values[2] = CStringGetTextDatum(a_tag);
+	values[3] = CStringGetTextDatum(a_key);
+	values[4] = CStringGetTextDatum(b_tag);
+	values[5] = CStringGetTextDatum(b_key);
+	SPI_connect();
+	rc = SPI_execute_with_args("SELECT pg_catalog.count(*) FROM customer_unify.migration_relation r "
+							   "WHERE r.migration_id OPERATOR(pg_catalog.=) $1 AND r.role OPERATOR(pg_catalog.=) ANY (ARRAY['source', 'target']) "
+							   "AND r.tag OPERATOR(pg_catalog.=) ANY (ARRAY[$3, $5])",
+							   6, types, values, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "customer_unify: reading the merge's sources failed");
+	i = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &(bool){false}));
+	if (i < (strcmp(a_tag, b_tag) == 0 ? 1 : 2))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"%s\" and \"%s\" must be source tags of merge \"%s\"", a_tag, b_tag, name),
+				 errhint("See the tags in SELECT tag FROM customer_unify.migration_relation WHERE role = 'source'.")));
+	cu_catalog_exec("INSERT INTO customer_unify.match_decision (migration_id, decision, a_tag, a_key, b_tag, b_key, decided_by) "
+					"VALUES ($1, $2, $3, $4, $5, $6, CURRENT_USER) "
+					"ON CONFLICT (migration_id, a_tag, a_key, b_tag, b_key) DO UPDATE "
+					"SET decision = EXCLUDED.decision, decided_by = EXCLUDED.decided_by, decided_at = pg_catalog.now()",
+					6, types, values, NULL, SPI_OK_INSERT);
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/* ---------------------------------------------------------- survivorship */
+
+PG_FUNCTION_INFO_V1(cu_first_sfunc);
+
+/*
+ * The transition function of customer_unify.first_non_null(anyelement):
+ * STRICT with no initial value, so the first non-NULL input becomes the
+ * state (copied by the executor) and is kept.
+ */
+Datum
+cu_first_sfunc(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_DATUM(PG_GETARG_DATUM(0));
+}

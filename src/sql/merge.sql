@@ -1,0 +1,1343 @@
+-------------------------------------------------------------------------------
+-- merge.sql: the merge operation.  Folds N source tables (any key types)
+-- into one target (an existing table that survives, or a new one), matching
+-- people on normalized keys, with survivorship per column, the id crosswalk
+-- (customer_unify.id_map) and re-pointed references.  Like every operation
+-- it is only a validator, a step generator, a copy plan, verify checks,
+-- dependents, a description and its security steps; the engine runs them.
+--
+-- The shape of a live merge (work schema <name>_merge, owned by the tables'
+-- owner, made by start and dropped by rollback or purge):
+--   match_key            (src, skey, rule, mkey): every usable match key of
+--                        every source row, indexed by (rule, mkey);
+--   survivors            view: per target key, the value survivorship
+--                        chooses for each mapped column from the rows of
+--                        the cluster (the crosswalk joined to each source);
+--   merged_rows          view: the target rows the merge made (not anchors);
+--   apply_<tag>(keys)    per source: re-match the given rows (their current
+--                        version, or their absence), fold clusters that a
+--                        row now joins, and recompute the target rows of the
+--                        clusters touched;
+--   ref_<n>()            per reference: BEFORE trigger that fills the new
+--                        reference column from the crosswalk.
+-- Sources carry statement-level AFTER triggers (C, merge_sync.c) that call
+-- their apply function with the keys a statement wrote; the backfill runs
+-- the same apply functions over key ranges, so one code path matches rows
+-- that existed and rows written while live.
+--
+-- An existing target is also a source (tag 'target', priority 0): its rows
+-- are anchors.  They keep their keys and values; rows of other sources that
+-- match an anchor join its cluster.  Clusters without an anchor get a new
+-- target row, recomputed whenever a member changes.
+-------------------------------------------------------------------------------
+
+-- The first non-NULL value in the aggregate's ORDER BY (survivorship).
+CREATE OR REPLACE FUNCTION customer_unify._first_sfunc(anyelement, anyelement) RETURNS anyelement
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'cu_first_sfunc';
+DO $do$
+BEGIN
+    IF to_regprocedure('customer_unify.first_non_null(anyelement)') IS NULL THEN
+        CREATE AGGREGATE customer_unify.first_non_null(anyelement) (
+            SFUNC = customer_unify._first_sfunc, STYPE = anyelement, PARALLEL = SAFE);
+    END IF;
+END
+$do$;
+COMMENT ON AGGREGATE customer_unify.first_non_null(anyelement) IS
+    'The first non-NULL value in ORDER BY order: survivorship''s tie-broken choice.';
+
+CREATE OR REPLACE FUNCTION customer_unify._id_map_set(migration bigint, tag text, old_keys text[], target_keys text[], rules text[])
+    RETURNS int LANGUAGE c AS 'MODULE_PATHNAME', 'cu_id_map_set';
+CREATE OR REPLACE FUNCTION customer_unify._id_map_delete(migration bigint, tag text, old_keys text[])
+    RETURNS int LANGUAGE c AS 'MODULE_PATHNAME', 'cu_id_map_delete';
+CREATE OR REPLACE FUNCTION customer_unify._id_map_retarget(migration bigint, from_keys text[], to_key text)
+    RETURNS int LANGUAGE c AS 'MODULE_PATHNAME', 'cu_id_map_retarget';
+CREATE OR REPLACE FUNCTION customer_unify._id_map_clear(migration bigint)
+    RETURNS int LANGUAGE c AS 'MODULE_PATHNAME', 'cu_id_map_clear';
+CREATE OR REPLACE FUNCTION customer_unify.merge_capture() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'cu_merge_capture';
+COMMENT ON FUNCTION customer_unify.merge_capture() IS
+    'Statement-level trigger of a merge source: hands the keys a statement wrote to the merge''s apply function.';
+
+-- A validation error naming the JSON path of the spec.
+CREATE OR REPLACE FUNCTION customer_unify._merge_fail(p_code text, p_path text, p_message text, p_hint text DEFAULT NULL)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'merge spec %: %', p_path, p_message
+        USING ERRCODE = p_code, DETAIL = format('at %s', p_path),
+              HINT = coalesce(p_hint, 'Nothing was created; fix the spec and call customer_unify.merge again.');
+END
+$$;
+
+-- A table of the spec: exists, is a plain table, has a one-column primary key.
+CREATE OR REPLACE FUNCTION customer_unify._merge_table(p_name text, p_path text)
+    RETURNS TABLE (relid oid, nspname text, relname text, owner oid, key text, key_type text, key_typid oid)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_rel regclass;
+    v_c   record;
+    v_n   int;
+BEGIN
+    IF p_name IS NULL OR p_name = '' THEN
+        PERFORM customer_unify._merge_fail('22023', p_path, 'a table name is required');
+    END IF;
+    BEGIN
+        v_rel := to_regclass(p_name);
+    EXCEPTION WHEN OTHERS THEN
+        PERFORM customer_unify._merge_fail('42602', p_path, format('%L is not a valid table name', p_name));
+    END;
+    IF v_rel IS NULL THEN
+        PERFORM customer_unify._merge_fail('42P01', p_path, format('relation %s does not exist', p_name),
+                                           'Names are resolved with search_path = pg_catalog: qualify them with their schema.');
+    END IF;
+    SELECT c.oid, n.nspname::text AS nspname, c.relname::text AS relname, c.relowner, c.relkind, c.relispartition,
+           c.relhassubclass
+      INTO v_c FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = v_rel;
+    IF v_c.relkind <> 'r' OR v_c.relispartition OR v_c.relhassubclass
+       OR EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = v_rel) THEN
+        PERFORM customer_unify._merge_fail('0A000', p_path, format('%s is not a plain table', v_rel::text),
+                                           'Views, partitioned tables, partitions and inheritance are not supported.');
+    END IF;
+    SELECT count(*) INTO v_n FROM pg_index i, unnest(i.indkey) k WHERE i.indrelid = v_rel AND i.indisprimary;
+    IF v_n <> 1 THEN
+        PERFORM customer_unify._merge_fail('0A000', p_path,
+            format('%s needs a primary key of one column (it has %s)', v_rel::text,
+                   CASE WHEN v_n = 0 THEN 'none' ELSE v_n || ' columns' END),
+            'Add a one-column primary key (or a unique identity column made the primary key) first.');
+    END IF;
+    RETURN QUERY
+        SELECT v_c.oid, v_c.nspname, v_c.relname, v_c.relowner, a.attname::text,
+               format_type(a.atttypid, a.atttypmod), a.atttypid
+          FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+         WHERE i.indrelid = v_rel AND i.indisprimary;
+END
+$$;
+
+-- Does an expression type-check over a relation's row s (as type p_type)?
+CREATE OR REPLACE FUNCTION customer_unify._merge_check_expression(p_expr text, p_from text, p_type text, p_path text)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_state text;
+    v_msg   text;
+BEGIN
+    IF p_expr IS NULL OR btrim(p_expr) = '' THEN
+        PERFORM customer_unify._merge_fail('22023', p_path, 'an expression is required');
+    END IF;
+    BEGIN
+        EXECUTE format('SELECT (%s)::%s FROM %s LIMIT 0', p_expr, p_type, p_from);
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+        PERFORM customer_unify._merge_fail(
+            CASE WHEN v_state IN ('42703', '42883', '42804', '42846', '22P02', '42601', '42P01') THEN v_state ELSE '42P17' END,
+            p_path, format('expression %s does not work as %s: %s', p_expr, p_type, v_msg));
+    END;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION customer_unify._merge_check_tag(p_tag text, p_path text) RETURNS text
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_tag IS NULL OR p_tag !~ '^[a-z][a-z0-9_]{0,29}$' THEN
+        PERFORM customer_unify._merge_fail('22023', p_path, format('%s is not a valid name (lower-case letters, digits, _; at most 30)', coalesce(p_tag, 'NULL')));
+    END IF;
+    RETURN p_tag;
+END
+$$;
+
+-------------------------------------------------------------------------------
+-- validate: the whole spec, before anything is created.
+-------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION customer_unify._merge_validate(p_name text, p_args jsonb)
+    RETURNS jsonb
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a          jsonb := p_args - 'source';
+    v_t        jsonb := a->'target';
+    v_tgt      record;
+    v_create   boolean;
+    v_tschema  text;
+    v_ttable   text;
+    v_tkey     text;
+    v_tkeytype text;
+    v_tkeydef  text;
+    v_tcols    jsonb := '{}';      -- target column -> type
+    v_sources  jsonb := '[]';
+    v_rels     jsonb := '[]';
+    v_refs     jsonb := '[]';
+    v_match    jsonb := '[]';
+    v_rules    text[] := '{}';
+    v_tags     text[] := '{}';
+    v_relids   oid[] := '{}';
+    v_src      jsonb;
+    v_s        record;
+    v_i        int;
+    v_j        int;
+    v_tag      text;
+    v_col      text;
+    v_expr     text;
+    v_mapped   text;
+    v_from     text;
+    v_r        jsonb;
+    v_surv     jsonb;
+    v_rule     text;
+    v_ref      record;
+    v_refcol   record;
+    v_newcol   text;
+    v_work     text := p_name || '_merge';
+    v_compat   text := p_name || '_compat';
+    v_archive  text := p_name || '_archive';
+    v_maxrows  int;
+    v_first    oid;
+    x          record;
+BEGIN
+    IF p_name IS NULL OR p_args IS NULL THEN
+        RAISE EXCEPTION 'name and spec must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF jsonb_typeof(a) IS DISTINCT FROM 'object' THEN
+        PERFORM customer_unify._merge_fail('22023', '$', 'the spec must be a JSON object');
+    END IF;
+    IF octet_length(v_archive) > 63 THEN
+        RAISE EXCEPTION 'migration name "%" is too long', p_name
+            USING ERRCODE = 'name_too_long',
+                  DETAIL = 'The merge''s schemas are named <name>_merge, <name>_compat and <name>_archive and must fit in 63 bytes.';
+    END IF;
+    FOR x IN SELECT k FROM jsonb_object_keys(a) k
+              WHERE k NOT IN ('target', 'sources', 'match', 'max_key_rows', 'survivorship', 'references')
+    LOOP
+        PERFORM customer_unify._merge_fail('22023', '$.' || x.k, format('unknown key %L', x.k),
+            'The spec has target, sources, match, max_key_rows, survivorship and references.');
+    END LOOP;
+    FOR x IN SELECT s FROM unnest(ARRAY[v_work, v_compat, v_archive]) s
+              WHERE EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = s)
+    LOOP
+        RAISE EXCEPTION 'schema "%" already exists', x.s
+            USING ERRCODE = 'duplicate_schema',
+                  HINT = 'A merge uses schemas <name>_merge, <name>_compat and <name>_archive; choose another migration name.';
+    END LOOP;
+
+    ------------------------------------------------------------ target
+    IF jsonb_typeof(v_t) IS DISTINCT FROM 'object' THEN
+        PERFORM customer_unify._merge_fail('22023', '$.target', 'target must be an object {"table": ...}');
+    END IF;
+    v_create := coalesce((v_t->>'create')::boolean, false);
+    IF v_create THEN
+        BEGIN
+            SELECT (parse_ident(v_t->>'table'))[1], (parse_ident(v_t->>'table'))[2] INTO v_tschema, v_ttable;
+        EXCEPTION WHEN OTHERS THEN
+            PERFORM customer_unify._merge_fail('42602', '$.target.table', format('%L is not a valid table name', v_t->>'table'));
+        END;
+        IF v_ttable IS NULL THEN
+            PERFORM customer_unify._merge_fail('42602', '$.target.table', 'a new target is named schema.table');
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = v_tschema) THEN
+            PERFORM customer_unify._merge_fail('3F000', '$.target.table', format('schema %I does not exist', v_tschema));
+        END IF;
+        IF to_regclass(customer_unify._qual(v_tschema, v_ttable)) IS NOT NULL THEN
+            PERFORM customer_unify._merge_fail('42P07', '$.target.table', format('relation %s already exists', customer_unify._qual(v_tschema, v_ttable)),
+                                               'Leave out "create" to merge into the existing table.');
+        END IF;
+        v_tkey := coalesce(v_t->>'key', 'id');
+        v_tkeytype := coalesce(v_t->>'key_type', 'bigint');
+        IF v_tkeytype NOT IN ('bigint', 'uuid') THEN
+            PERFORM customer_unify._merge_fail('22023', '$.target.key_type', format('key_type %L is not bigint or uuid', v_tkeytype));
+        END IF;
+        IF jsonb_typeof(v_t->'columns') IS DISTINCT FROM 'object' OR v_t->'columns' = '{}' THEN
+            PERFORM customer_unify._merge_fail('22023', '$.target.columns', 'a new target needs columns {"name": "type", ...}');
+        END IF;
+        FOR x IN SELECT k, v FROM jsonb_each_text(v_t->'columns') e(k, v) LOOP
+            IF x.k = v_tkey THEN
+                PERFORM customer_unify._merge_fail('42701', '$.target.columns.' || x.k, format('column %I is the key', x.k));
+            END IF;
+            BEGIN
+                v_col := format_type(x.v::regtype, NULL);
+            EXCEPTION WHEN OTHERS THEN
+                PERFORM customer_unify._merge_fail('42704', '$.target.columns.' || x.k, format('type %L does not exist', x.v));
+            END;
+            v_tcols := v_tcols || jsonb_build_object(x.k, x.v::regtype::text);
+        END LOOP;
+        v_tkeydef := CASE v_tkeytype WHEN 'uuid' THEN 'pg_catalog.gen_random_uuid()' END;
+    ELSE
+        IF (v_t - 'table') <> '{}' THEN
+            PERFORM customer_unify._merge_fail('22023', '$.target', 'an existing target takes only "table" (its columns come from the catalog)');
+        END IF;
+        SELECT * INTO v_tgt FROM customer_unify._merge_table(v_t->>'table', '$.target.table');
+        v_tschema := v_tgt.nspname; v_ttable := v_tgt.relname; v_tkey := v_tgt.key; v_tkeytype := v_tgt.key_type;
+        SELECT CASE WHEN a.attidentity <> '' THEN format('pg_catalog.nextval(%L::pg_catalog.regclass)', pg_get_serial_sequence(v_tgt.relid::regclass::text, a.attname))
+                    ELSE pg_get_expr(d.adbin, d.adrelid) END
+          INTO v_tkeydef
+          FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+         WHERE a.attrelid = v_tgt.relid AND a.attname = v_tgt.key;
+        IF v_tkeydef IS NULL THEN
+            PERFORM customer_unify._merge_fail('0A000', '$.target.table',
+                format('the key %I of %s has no default to make keys of new rows with', v_tgt.key, v_tgt.relid::regclass::text),
+                'Give the key column a DEFAULT (a sequence, an identity or gen_random_uuid()).');
+        END IF;
+        v_tcols := (SELECT jsonb_object_agg(a.attname, format_type(a.atttypid, a.atttypmod))
+                      FROM pg_attribute a WHERE a.attrelid = v_tgt.relid AND a.attnum > 0 AND NOT a.attisdropped
+                       AND a.attname <> v_tgt.key AND a.attgenerated = '');
+        v_relids := v_relids || v_tgt.relid;
+        v_rels := v_rels || jsonb_build_object('tag', 'target', 'role', 'target', 'relid', v_tgt.relid);
+        -- the target's own rows are the anchors: a source of priority 0
+        v_sources := v_sources || jsonb_build_object('tag', 'target', 'relid', v_tgt.relid, 'key', v_tgt.key,
+            'key_type', v_tgt.key_type, 'priority', 0, 'anchor', true, 'keep', true, 'duplicate_free', false,
+            'columns', (SELECT jsonb_object_agg(k, format('s.%I', k)) FROM jsonb_object_keys(v_tcols) k),
+            'keys', '{}'::jsonb);
+        v_tags := v_tags || 'target'::text;
+        v_first := v_tgt.relid;
+    END IF;
+
+    ------------------------------------------------------------ sources
+    IF jsonb_typeof(a->'sources') IS DISTINCT FROM 'array' OR jsonb_array_length(a->'sources') = 0 THEN
+        PERFORM customer_unify._merge_fail('22023', '$.sources', 'sources must be a non-empty array');
+    END IF;
+    -- match rule names first: sources may give their own key expression per rule
+    IF jsonb_typeof(a->'match') IS DISTINCT FROM 'array' OR jsonb_array_length(a->'match') = 0 THEN
+        PERFORM customer_unify._merge_fail('22023', '$.match', 'match must be a non-empty array of rules');
+    END IF;
+    FOR v_i IN 0 .. jsonb_array_length(a->'match') - 1 LOOP
+        v_r := a->'match'->v_i;
+        v_rule := customer_unify._merge_check_tag(v_r->>'rule', format('$.match[%s].rule', v_i));
+        IF v_rule = ANY (v_rules) THEN
+            PERFORM customer_unify._merge_fail('42710', format('$.match[%s].rule', v_i), format('rule %I appears twice', v_rule));
+        END IF;
+        FOR x IN SELECT k FROM jsonb_object_keys(v_r) k WHERE k NOT IN ('rule', 'key', 'stop') LOOP
+            PERFORM customer_unify._merge_fail('22023', format('$.match[%s].%s', v_i, x.k), format('unknown key %L', x.k),
+                'A rule has rule, key (over the target''s columns) and stop (values that never match).');
+        END LOOP;
+        v_rules := v_rules || v_rule;
+    END LOOP;
+
+    FOR v_i IN 0 .. jsonb_array_length(a->'sources') - 1 LOOP
+        v_src := a->'sources'->v_i;
+        FOR x IN SELECT k FROM jsonb_object_keys(v_src) k
+                  WHERE k NOT IN ('table', 'tag', 'priority', 'columns', 'keys', 'duplicate_free', 'keep') LOOP
+            PERFORM customer_unify._merge_fail('22023', format('$.sources[%s].%s', v_i, x.k), format('unknown key %L', x.k),
+                'A source has table, tag, priority, columns, keys, duplicate_free and keep.');
+        END LOOP;
+        SELECT * INTO v_s FROM customer_unify._merge_table(v_src->>'table', format('$.sources[%s].table', v_i));
+        IF v_s.relid = ANY (v_relids) THEN
+            PERFORM customer_unify._merge_fail('42710', format('$.sources[%s].table', v_i),
+                format('%s is already %s', v_s.relid::regclass::text, CASE WHEN v_s.relid = v_first AND NOT v_create THEN 'the target (its rows are the anchors)' ELSE 'a source' END));
+        END IF;
+        v_tag := customer_unify._merge_check_tag(coalesce(v_src->>'tag', 's' || (v_i + 1)), format('$.sources[%s].tag', v_i));
+        IF v_tag = ANY (v_tags) THEN
+            PERFORM customer_unify._merge_fail('42710', format('$.sources[%s].tag', v_i), format('tag %I appears twice', v_tag));
+        END IF;
+        IF jsonb_typeof(v_src->'columns') IS DISTINCT FROM 'object' OR v_src->'columns' = '{}' THEN
+            PERFORM customer_unify._merge_fail('22023', format('$.sources[%s].columns', v_i),
+                'columns must map target columns to expressions over the source row: {"first_name": "first_name", ...}');
+        END IF;
+        v_from := format('ONLY %s s', v_s.relid::regclass::text);
+        FOR x IN SELECT k, v FROM jsonb_each(v_src->'columns') e(k, v) LOOP
+            IF NOT v_tcols ? x.k THEN
+                PERFORM customer_unify._merge_fail('42703', format('$.sources[%s].columns.%s', v_i, x.k),
+                    format('column %I does not exist in the target %s', x.k, customer_unify._qual(v_tschema, v_ttable)));
+            END IF;
+            IF jsonb_typeof(x.v) <> 'string' THEN
+                PERFORM customer_unify._merge_fail('22023', format('$.sources[%s].columns.%s', v_i, x.k), 'the expression must be a string');
+            END IF;
+            PERFORM customer_unify._merge_check_expression(x.v #>> '{}', v_from, v_tcols->>x.k, format('$.sources[%s].columns.%s', v_i, x.k));
+        END LOOP;
+        IF v_src ? 'keys' AND jsonb_typeof(v_src->'keys') <> 'object' THEN
+            PERFORM customer_unify._merge_fail('22023', format('$.sources[%s].keys', v_i), 'keys must be an object {"rule": "expression"}');
+        END IF;
+        FOR x IN SELECT k, v FROM jsonb_each_text(coalesce(v_src->'keys', '{}')) e(k, v) LOOP
+            IF NOT x.k = ANY (v_rules) THEN
+                PERFORM customer_unify._merge_fail('22023', format('$.sources[%s].keys.%s', v_i, x.k), format('there is no match rule %I', x.k));
+            END IF;
+            PERFORM customer_unify._merge_check_expression(x.v, v_from, 'text', format('$.sources[%s].keys.%s', v_i, x.k));
+        END LOOP;
+        IF v_src ? 'priority' AND (jsonb_typeof(v_src->'priority') <> 'number' OR (v_src->>'priority')::numeric < 1) THEN
+            PERFORM customer_unify._merge_fail('22023', format('$.sources[%s].priority', v_i), 'priority must be a number >= 1 (1 is the highest; an existing target is 0)');
+        END IF;
+        v_relids := v_relids || v_s.relid;
+        v_tags := v_tags || v_tag;
+        v_first := coalesce(v_first, v_s.relid);
+        v_rels := v_rels || jsonb_build_object('tag', v_tag, 'role', 'source', 'relid', v_s.relid);
+        v_sources := v_sources || jsonb_build_object('tag', v_tag, 'relid', v_s.relid, 'key', v_s.key, 'key_type', v_s.key_type,
+            'priority', coalesce((v_src->>'priority')::int, v_i + 1), 'anchor', false,
+            'keep', coalesce((v_src->>'keep')::boolean, false),
+            'duplicate_free', coalesce((v_src->>'duplicate_free')::boolean, false),
+            'columns', v_src->'columns', 'keys', coalesce(v_src->'keys', '{}'::jsonb));
+    END LOOP;
+
+    -- the target's columns the merge writes: those some source maps
+    IF NOT v_create THEN
+        v_tcols := (SELECT jsonb_object_agg(c.k, c.v) FROM jsonb_each_text(v_tcols) c(k, v)
+                     WHERE EXISTS (SELECT 1 FROM jsonb_array_elements(v_sources) e
+                                    WHERE NOT (e->>'anchor')::boolean AND e->'columns' ? c.k));
+        v_sources := jsonb_set(v_sources, '{0,columns}',
+                               (SELECT jsonb_object_agg(k, format('s.%I', k)) FROM jsonb_object_keys(v_tcols) k));
+        FOR x IN SELECT a2.attname FROM pg_attribute a2
+                  WHERE a2.attrelid = v_tgt.relid AND a2.attnum > 0 AND NOT a2.attisdropped AND a2.attnotnull
+                    AND NOT a2.atthasdef AND a2.attidentity = '' AND a2.attgenerated = '' AND a2.attname <> v_tkey
+                    AND NOT v_tcols ? a2.attname LOOP
+            PERFORM customer_unify._merge_fail('23502', '$.sources',
+                format('column %I of %s is NOT NULL without a default, and no source maps it', x.attname, v_tgt.relid::regclass::text),
+                'Map it in a source''s columns, or give it a default.');
+        END LOOP;
+    END IF;
+
+    ------------------------------------------------------------ match rules
+    FOR v_i IN 0 .. jsonb_array_length(a->'match') - 1 LOOP
+        v_r := a->'match'->v_i;
+        IF v_r ? 'stop' AND jsonb_typeof(v_r->'stop') <> 'array' THEN
+            PERFORM customer_unify._merge_fail('22023', format('$.match[%s].stop', v_i), 'stop must be an array of values that never match');
+        END IF;
+        -- a rule's key, over each source's row in the target's shape, unless the source gives its own
+        FOR v_j IN 0 .. jsonb_array_length(v_sources) - 1 LOOP
+            v_src := v_sources->v_j;
+            CONTINUE WHEN v_src->'keys' ? (v_r->>'rule');
+            IF v_r->>'key' IS NULL THEN
+                CONTINUE;
+            END IF;
+            v_mapped := (SELECT string_agg(format('%s AS %I', CASE WHEN v_src->'columns' ? k THEN format('(%s)::%s', v_src->'columns'->>k, v_tcols->>k) ELSE format('NULL::%s', v_tcols->>k) END, k), ', ')
+                           FROM jsonb_object_keys(v_tcols) k);
+            PERFORM customer_unify._merge_check_expression(v_r->>'key',
+                format('(SELECT %s FROM ONLY %s s) t', v_mapped, (v_src->>'relid')::oid::regclass::text), 'text',
+                format('$.match[%s].key', v_i));
+        END LOOP;
+        IF v_r->>'key' IS NULL AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(v_sources) e WHERE e->'keys' ? (v_r->>'rule')) THEN
+            PERFORM customer_unify._merge_fail('22023', format('$.match[%s].key', v_i),
+                format('rule %I has no key: give "key" over the target''s columns, or "keys" in the sources', v_r->>'rule'));
+        END IF;
+        v_match := v_match || jsonb_build_object('rule', v_r->>'rule', 'key', v_r->>'key', 'stop', coalesce(v_r->'stop', '[]'::jsonb));
+    END LOOP;
+    v_maxrows := coalesce((a->>'max_key_rows')::int, 20);
+    IF v_maxrows < 2 THEN
+        PERFORM customer_unify._merge_fail('22023', '$.max_key_rows', 'max_key_rows must be at least 2');
+    END IF;
+
+    ------------------------------------------------------------ survivorship
+    v_surv := jsonb_build_object('default', coalesce(a->'survivorship'->>'default', 'priority'),
+                                 'columns', coalesce(a->'survivorship'->'columns', '{}'::jsonb));
+    FOR x IN SELECT '$.survivorship.default' AS path, NULL::text AS col, v_surv->>'default' AS rule
+             UNION ALL SELECT '$.survivorship.columns.' || k, k, v FROM jsonb_each_text(v_surv->'columns') e(k, v)
+    LOOP
+        IF x.col IS NOT NULL AND NOT v_tcols ? x.col THEN
+            PERFORM customer_unify._merge_fail('42703', x.path, format('column %I does not exist in the target', x.col));
+        END IF;
+        IF x.rule NOT IN ('priority', 'first_non_null', 'longest', 'most_frequent') AND x.rule NOT LIKE 'newest:%' THEN
+            PERFORM customer_unify._merge_fail('22023', x.path, format('unknown survivorship rule %L', x.rule),
+                'Rules: priority (the highest-priority non-NULL value), first_non_null, longest, most_frequent, newest:<timestamp column>.');
+        END IF;
+        IF x.rule LIKE 'newest:%' AND NOT v_tcols ? substr(x.rule, 8) THEN
+            PERFORM customer_unify._merge_fail('42703', x.path, format('rule %s names column %I, which the target does not have', x.rule, substr(x.rule, 8)));
+        END IF;
+        IF x.rule LIKE 'newest:%' AND (v_tcols->>substr(x.rule, 8)) NOT IN ('timestamp with time zone', 'timestamp without time zone', 'date') THEN
+            PERFORM customer_unify._merge_fail('42804', x.path, format('rule %s needs a timestamp or date column, %I is %s', x.rule, substr(x.rule, 8), v_tcols->>substr(x.rule, 8)));
+        END IF;
+    END LOOP;
+
+    ------------------------------------------------------------ references
+    -- named ones, plus every foreign key to a source's key
+    IF a ? 'references' AND jsonb_typeof(a->'references') <> 'array' THEN
+        PERFORM customer_unify._merge_fail('22023', '$.references', 'references must be an array');
+    END IF;
+    v_i := 0;
+    FOR x IN
+        SELECT r.ord - 1 AS idx, r.v->>'table' AS tbl, r.v->>'column' AS col, r.v->>'source' AS src, r.v->>'new_column' AS newcol
+          FROM jsonb_array_elements(coalesce(a->'references', '[]')) WITH ORDINALITY r(v, ord)
+        UNION ALL
+        SELECT NULL, k.conrelid::regclass::text, att.attname::text, s->>'tag', NULL
+          FROM jsonb_array_elements(v_sources) s
+          JOIN pg_constraint k ON k.contype = 'f' AND k.confrelid = (s->>'relid')::oid AND cardinality(k.conkey) = 1
+          JOIN pg_attribute att ON att.attrelid = k.conrelid AND att.attnum = k.conkey[1]
+         WHERE NOT (s->>'anchor')::boolean
+           -- a source's link to another source is a match key, not a reference
+           AND NOT k.conrelid = ANY (v_relids)
+           AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(a->'references', '[]')) r
+                            WHERE to_regclass(r->>'table') = k.conrelid AND r->>'column' = att.attname)
+        ORDER BY 1 NULLS LAST, 2, 3
+    LOOP
+        SELECT * INTO v_ref FROM customer_unify._merge_table(x.tbl, CASE WHEN x.idx IS NULL THEN 'foreign key of ' || x.tbl ELSE format('$.references[%s].table', x.idx) END);
+        IF v_ref.relid = ANY (v_relids) THEN
+            PERFORM customer_unify._merge_fail('0A000', CASE WHEN x.idx IS NULL THEN 'foreign key of ' || x.tbl ELSE format('$.references[%s].table', x.idx) END,
+                format('%s is a source or the target of this merge; it cannot also be re-pointed', v_ref.relid::regclass::text));
+        END IF;
+        SELECT a2.attname, format_type(a2.atttypid, a2.atttypmod) AS typ INTO v_refcol
+          FROM pg_attribute a2 WHERE a2.attrelid = v_ref.relid AND a2.attname = x.col AND a2.attnum > 0 AND NOT a2.attisdropped;
+        IF NOT FOUND THEN
+            PERFORM customer_unify._merge_fail('42703', format('$.references[%s].column', x.idx),
+                format('column %I does not exist in %s', x.col, v_ref.relid::regclass::text));
+        END IF;
+        IF x.src IS NULL OR NOT x.src = ANY (v_tags) OR x.src = 'target' THEN
+            PERFORM customer_unify._merge_fail('22023', format('$.references[%s].source', x.idx),
+                format('source %s is not a source tag of this merge', coalesce(x.src, 'NULL')),
+                'Name the tag of the source whose keys the column holds.');
+        END IF;
+        v_newcol := coalesce(x.newcol, left(x.col, 50) || '_merged');
+        IF EXISTS (SELECT 1 FROM pg_attribute a2 WHERE a2.attrelid = v_ref.relid AND a2.attname = v_newcol AND NOT a2.attisdropped) THEN
+            PERFORM customer_unify._merge_fail('42701', CASE WHEN x.idx IS NULL THEN 'foreign key of ' || x.tbl ELSE format('$.references[%s].new_column', x.idx) END,
+                format('column %I already exists in %s', v_newcol, v_ref.relid::regclass::text));
+        END IF;
+        IF EXISTS (SELECT 1 FROM jsonb_array_elements(v_refs) e WHERE (e->>'relid')::oid = v_ref.relid AND e->>'new_column' = v_newcol) THEN
+            PERFORM customer_unify._merge_fail('42701', CASE WHEN x.idx IS NULL THEN 'foreign key of ' || x.tbl ELSE format('$.references[%s].new_column', x.idx) END,
+                format('two references add column %I to %s', v_newcol, v_ref.relid::regclass::text));
+        END IF;
+        v_i := v_i + 1;
+        IF NOT v_ref.relid = ANY (SELECT (e->>'relid')::oid FROM jsonb_array_elements(v_rels) e) THEN
+            v_rels := v_rels || jsonb_build_object('tag', 'ref' || v_i, 'role', 'reference', 'relid', v_ref.relid);
+        END IF;
+        v_refs := v_refs || jsonb_build_object('n', v_i, 'tag', (SELECT e->>'tag' FROM jsonb_array_elements(v_rels) e WHERE (e->>'relid')::oid = v_ref.relid),
+            'relid', v_ref.relid, 'key', v_ref.key, 'column', x.col, 'column_type', v_refcol.typ,
+            'source', x.src, 'new_column', v_newcol,
+            'fk', left(v_ref.relname || '_' || v_newcol, 58) || '_fkey');
+    END LOOP;
+
+    RETURN jsonb_build_object(
+        'source', v_first,
+        'spec', jsonb_build_object(
+            'target', jsonb_build_object('schema', v_tschema, 'table', v_ttable, 'create', v_create, 'key', v_tkey,
+                                         'key_type', v_tkeytype, 'key_default', v_tkeydef, 'columns', v_tcols),
+            'sources', v_sources, 'match', v_match, 'max_key_rows', v_maxrows, 'survivorship', v_surv,
+            'references', v_refs, 'work_schema', v_work, 'compat_schema', v_compat, 'archive_schema', v_archive,
+            'args', a),
+        'relations', v_rels,
+        'maps', '[]'::jsonb);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION customer_unify.merge(name text, spec jsonb)
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF merge.name IS NULL OR merge.spec IS NULL THEN
+        RAISE EXCEPTION 'name and spec must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    RETURN customer_unify._create_migration('merge', merge.name, merge.spec);
+END
+$$;
+COMMENT ON FUNCTION customer_unify.merge(text, jsonb) IS
+    'Plans folding source tables into one target with matching, survivorship, an id crosswalk and re-pointed references. Validates the whole spec; creates nothing.';
+
+-------------------------------------------------------------------------------
+-- The pieces of SQL the steps are made of.
+-------------------------------------------------------------------------------
+-- The target, its key and key type.
+CREATE OR REPLACE FUNCTION customer_unify._merge_target(m customer_unify.migration)
+    RETURNS TABLE (name text, key text, key_type text)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(customer_unify._b_name(customer_unify._relation(m.id, 'target')),
+                    customer_unify._qual(m.spec->'target'->>'schema', m.spec->'target'->>'table')),
+           m.spec->'target'->>'key', m.spec->'target'->>'key_type'
+$$;
+
+-- One source's rows in the target's shape, with the crosswalk: tkey, prio,
+-- src, skey and every mapped target column (NULL where the source has none).
+CREATE OR REPLACE FUNCTION customer_unify._merge_member_select(m customer_unify.migration, p_src jsonb)
+    RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('SELECT im.target_key AS tkey, %s AS prio, %L::text AS src, im.old_key AS skey, %s '
+                  'FROM customer_unify.id_map im JOIN ONLY %s s ON s.%I = im.old_key::%s '
+                  'WHERE im.migration_id = %s AND im.source_tag = %L',
+                  (p_src->>'priority')::int, p_src->>'tag',
+                  (SELECT string_agg(format('%s AS %I', CASE WHEN p_src->'columns' ? c.k THEN format('(%s)::%s', p_src->'columns'->>c.k, c.t) ELSE format('NULL::%s', c.t) END, c.k), ', ' ORDER BY c.k)
+                     FROM jsonb_each_text(m.spec->'target'->'columns') c(k, t)),
+                  customer_unify._b_name((p_src->>'relid')::oid::regclass), p_src->>'key', p_src->>'key_type',
+                  m.id, p_src->>'tag')
+$$;
+
+-- The survivorship aggregate of one target column.
+CREATE OR REPLACE FUNCTION customer_unify._merge_survivor(m customer_unify.migration, p_col text)
+    RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH r AS (SELECT coalesce(m.spec->'survivorship'->'columns'->>p_col, m.spec->'survivorship'->>'default') AS rule)
+    SELECT CASE
+             WHEN r.rule IN ('priority', 'first_non_null') THEN
+                 format('customer_unify.first_non_null(%I ORDER BY prio, src, skey)', p_col)
+             WHEN r.rule = 'longest' THEN
+                 format('customer_unify.first_non_null(%I ORDER BY length(%I::text) DESC, prio, src, skey)', p_col, p_col)
+             WHEN r.rule = 'most_frequent' THEN
+                 format('customer_unify.first_non_null(%I ORDER BY %I DESC, prio, src, skey)', p_col, p_col || '__n')
+             ELSE
+                 format('customer_unify.first_non_null(%I ORDER BY %I DESC NULLS LAST, prio, src, skey)', p_col, substr(r.rule, 8))
+           END
+      FROM r
+$$;
+
+-- The body of the survivors view: per target key, the surviving values.
+CREATE OR REPLACE FUNCTION customer_unify._merge_survivors_sql(m customer_unify.migration)
+    RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('SELECT tkey, %s FROM (SELECT u.*%s FROM (%s) u) x GROUP BY tkey%s',
+                  (SELECT string_agg(format('%s AS %I', customer_unify._merge_survivor(m, c), c), ', ' ORDER BY c)
+                     FROM jsonb_object_keys(m.spec->'target'->'columns') c),
+                  (SELECT string_agg(format(', count(*) OVER (PARTITION BY u.tkey, u.%I) AS %I', c, c || '__n'), '' ORDER BY c)
+                     FROM jsonb_object_keys(m.spec->'target'->'columns') c
+                    WHERE coalesce(m.spec->'survivorship'->'columns'->>c, m.spec->'survivorship'->>'default') = 'most_frequent'),
+                  (SELECT string_agg(customer_unify._merge_member_select(m, s), ' UNION ALL ' ORDER BY (s->>'priority')::int, s->>'tag')
+                     FROM jsonb_array_elements(m.spec->'sources') s),
+                  -- clusters with an anchor keep the anchor's row as it is
+                  CASE WHEN (m.spec->'target'->>'create')::boolean THEN ''
+                       ELSE format(' HAVING NOT EXISTS (SELECT 1 FROM customer_unify.id_map ia WHERE ia.migration_id = %s '
+                                   'AND ia.source_tag = %L AND ia.old_key = x.tkey)', m.id, 'target') END)
+$$;
+
+-- The apply function of one source (see the header).
+CREATE OR REPLACE FUNCTION customer_unify._merge_apply_sql(m customer_unify.migration, p_src jsonb, p_archived boolean DEFAULT false)
+    RETURNS text
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    w        text := quote_ident(m.spec->>'work_schema');
+    t        record := customer_unify._merge_target(m);
+    v_src    text := CASE WHEN p_archived
+                          THEN customer_unify._qual(m.spec->>'archive_schema', (SELECT c.relname::text FROM pg_class c WHERE c.oid = (p_src->>'relid')::oid))
+                          ELSE customer_unify._b_name((p_src->>'relid')::oid::regclass) END;
+    v_tag    text := p_src->>'tag';
+    v_key    text := quote_ident(p_src->>'key');
+    v_ktype  text := p_src->>'key_type';
+    v_anchor boolean := (p_src->>'anchor')::boolean;
+    v_has_anchor boolean := NOT (m.spec->'target'->>'create')::boolean;
+    v_mapped text;
+    v_keys   text;
+    v_isanchor text;
+    v_repoint text := '';
+    v_follow text := '';
+    r        jsonb;
+BEGIN
+    v_mapped := (SELECT string_agg(format('%s AS %I', CASE WHEN p_src->'columns' ? c.k THEN format('(%s)::%s', p_src->'columns'->>c.k, c.t) ELSE format('NULL::%s', c.t) END, c.k), ', ' ORDER BY c.k)
+                   FROM jsonb_each_text(m.spec->'target'->'columns') c(k, t));
+    -- (rule, key) of each rule, from the source's own expression over s or the rule's over the mapped row
+    v_keys := (SELECT string_agg(format('(%L, %s)', r2->>'rule',
+                                        CASE WHEN p_src->'keys' ? (r2->>'rule')
+                                             THEN format('(m.%I)::text', '__k_' || (r2->>'rule'))
+                                             WHEN r2->>'key' IS NOT NULL THEN format('(%s)::text', r2->>'key')
+                                             ELSE 'NULL::text' END), ', ')
+                 FROM jsonb_array_elements(m.spec->'match') r2);
+    v_mapped := v_mapped || coalesce((SELECT string_agg(format(', (%s)::text AS %I', e.v, '__k_' || e.k), '')
+                                        FROM jsonb_each_text(p_src->'keys') e(k, v)), '');
+    v_isanchor := CASE WHEN v_has_anchor
+                       THEN format('EXISTS (SELECT 1 FROM customer_unify.id_map ia WHERE ia.migration_id = %s AND ia.source_tag = %L AND ia.old_key = %%s)', m.id, 'target')
+                       ELSE '(%s IS NULL)' END;
+    FOR r IN SELECT e FROM jsonb_array_elements(m.spec->'references') e LOOP
+        v_repoint := v_repoint || format(
+            E'        UPDATE ONLY %s SET %I = v_t::%s WHERE %I = ANY (v_fold::%s[]);\n',
+            customer_unify._b_name((r->>'relid')::oid::regclass), r->>'new_column', t.key_type, r->>'new_column', t.key_type);
+        -- (after finalize the old reference column is gone: nothing to follow)
+        IF r->>'source' = v_tag AND NOT p_archived THEN
+            v_follow := v_follow || format(
+                E'    UPDATE ONLY %s x SET %I = im.target_key::%s FROM customer_unify.id_map im\n'
+                 '     WHERE im.migration_id = %s AND im.source_tag = %L AND im.old_key = x.%I::text\n'
+                 '       AND x.%I::text = ANY (p_keys) AND x.%I IS DISTINCT FROM im.target_key::%s;\n',
+                customer_unify._b_name((r->>'relid')::oid::regclass), r->>'new_column', t.key_type, m.id, v_tag,
+                r->>'column', r->>'column', r->>'new_column', t.key_type);
+        END IF;
+    END LOOP;
+    RETURN format($f$CREATE OR REPLACE FUNCTION %1$s.%2$I(p_keys text[]) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $body$
+DECLARE
+    v_gone     text[];
+    v_affected text[] := '{}';
+    v_k        text;
+    v_old      text;
+    v_t        text;
+    v_rule     text;
+    v_cands    text[];
+    v_fold     text[];
+BEGIN
+    IF p_keys IS NULL OR cardinality(p_keys) = 0 THEN
+        RETURN 0;
+    END IF;
+    -- rows that are gone
+    v_gone := ARRAY(SELECT k FROM unnest(p_keys) k WHERE NOT EXISTS (SELECT 1 FROM ONLY %3$s s WHERE s.%4$s = k::%5$s));
+    IF cardinality(v_gone) > 0 THEN
+        v_affected := v_affected || ARRAY(SELECT im.target_key FROM customer_unify.id_map im
+                                           WHERE im.migration_id = %6$s AND im.source_tag = %7$L AND im.old_key = ANY (v_gone));
+        IF %8$L THEN
+            v_affected := v_affected || v_gone;
+        END IF;
+        PERFORM customer_unify._id_map_delete(%6$s, %7$L, v_gone);
+    END IF;
+    -- their match keys now
+    DELETE FROM %1$s.match_key mk WHERE mk.src = %7$L AND mk.skey = ANY (p_keys);
+    INSERT INTO %1$s.match_key (src, skey, rule, mkey)
+    SELECT %7$L, m.skey, x.rule, x.mkey
+      FROM (SELECT s.%4$s::text AS skey, %9$s FROM ONLY %3$s s WHERE s.%4$s = ANY (p_keys::%5$s[])) m
+     CROSS JOIN LATERAL (VALUES %10$s) x(rule, mkey)
+     WHERE x.mkey IS NOT NULL AND btrim(x.mkey) <> ''
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(%11$L::jsonb) r
+                        WHERE r->>'rule' = x.rule AND r->'stop' ? x.mkey);
+    -- each row joins the cluster of the rows it shares a usable key with
+    FOR v_k IN SELECT k FROM unnest(p_keys) k WHERE NOT (k = ANY (v_gone)) ORDER BY k LOOP
+        v_old := (SELECT im.target_key FROM customer_unify.id_map im
+                   WHERE im.migration_id = %6$s AND im.source_tag = %7$L AND im.old_key = v_k);
+        SELECT array_agg(DISTINCT im.target_key ORDER BY im.target_key), min(a.rule)
+          INTO v_cands, v_rule
+          FROM %1$s.match_key a
+          JOIN %1$s.match_key b ON b.rule = a.rule AND b.mkey = a.mkey AND (b.src, b.skey) <> (a.src, a.skey)
+          JOIN customer_unify.id_map im ON im.migration_id = %6$s AND im.source_tag = b.src AND im.old_key = b.skey
+         WHERE a.src = %7$L AND a.skey = v_k
+           AND NOT (%12$L AND b.src = %7$L)
+           AND (SELECT count(*) FROM %1$s.match_key c WHERE c.rule = a.rule AND c.mkey = a.mkey) <= %13$s
+           AND NOT EXISTS (SELECT 1 FROM customer_unify.match_decision d
+                            WHERE d.migration_id = %6$s AND d.decision = 'never'
+                              AND ((d.a_tag, d.a_key, d.b_tag, d.b_key) = (%7$L, v_k, b.src, b.skey)
+                                OR (d.b_tag, d.b_key, d.a_tag, d.a_key) = (%7$L, v_k, b.src, b.skey)));
+        -- rows the DBA said are always this person
+        v_cands := v_cands || ARRAY(
+            SELECT im.target_key FROM customer_unify.match_decision d
+              JOIN customer_unify.id_map im ON im.migration_id = d.migration_id
+               AND ((im.source_tag, im.old_key) = (d.b_tag, d.b_key) AND (d.a_tag, d.a_key) = (%7$L, v_k)
+                 OR (im.source_tag, im.old_key) = (d.a_tag, d.a_key) AND (d.b_tag, d.b_key) = (%7$L, v_k))
+             WHERE d.migration_id = %6$s AND d.decision = 'always');
+        IF cardinality(v_cands) = 0 THEN
+            v_cands := NULL;
+        ELSIF v_rule IS NULL THEN
+            v_rule := 'decision';
+        END IF;
+        IF %8$L THEN
+            v_t := v_k;
+            v_rule := 'anchor';
+        ELSIF v_cands IS NULL THEN
+            v_t := coalesce(v_old, (%14$s)::text);
+            v_rule := coalesce((SELECT im.rule FROM customer_unify.id_map im
+                                 WHERE im.migration_id = %6$s AND im.source_tag = %7$L AND im.old_key = v_k), 'new');
+        ELSE
+            -- an anchor first, then the row's own cluster, then the smallest key
+            SELECT c INTO v_t FROM unnest(v_cands || v_old) c WHERE c IS NOT NULL
+             ORDER BY %15$s DESC, c IS NOT DISTINCT FROM v_old DESC, c LIMIT 1;
+        END IF;
+        -- fold the other clusters it now joins into v_t (anchors stay)
+        v_fold := ARRAY(SELECT DISTINCT c FROM unnest(v_cands || v_old) c
+                         WHERE c IS NOT NULL AND c <> v_t AND NOT %16$s);
+        IF cardinality(v_fold) > 0 THEN
+            PERFORM customer_unify._id_map_retarget(%6$s, v_fold, v_t);
+%17$s            DELETE FROM ONLY %18$s WHERE %19$I = ANY (v_fold::%20$s[]);
+        END IF;
+        PERFORM customer_unify._id_map_set(%6$s, %7$L, ARRAY[v_k], ARRAY[v_t], ARRAY[v_rule]);
+        v_affected := v_affected || v_t || v_old;
+    END LOOP;
+    PERFORM %1$s.recompute(v_affected);
+    -- references to these rows follow their cluster
+%21$s    RETURN cardinality(p_keys);
+END
+$body$$f$,
+        w, 'apply_' || v_tag, v_src, v_key, v_ktype, m.id, v_tag, v_anchor, v_mapped, v_keys,
+        (m.spec->'match')::text, (p_src->>'duplicate_free')::boolean, m.spec->>'max_key_rows',
+        m.spec->'target'->>'key_default', format(v_isanchor, 'c'), format(v_isanchor, 'c'),
+        v_repoint, t.name, t.key, t.key_type, v_follow);
+END
+$fn$;
+
+-- recompute(target keys): the merged rows of those clusters, from their members.
+CREATE OR REPLACE FUNCTION customer_unify._merge_recompute_sql(m customer_unify.migration)
+    RETURNS text
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    w      text := quote_ident(m.spec->>'work_schema');
+    t      record := customer_unify._merge_target(m);
+    v_cols text := (SELECT string_agg(quote_ident(c), ', ' ORDER BY c) FROM jsonb_object_keys(m.spec->'target'->'columns') c);
+    v_set  text := (SELECT string_agg(format('%I = EXCLUDED.%I', c, c), ', ' ORDER BY c) FROM jsonb_object_keys(m.spec->'target'->'columns') c);
+    v_anchor text := CASE WHEN (m.spec->'target'->>'create')::boolean THEN 'false'
+                          ELSE format('EXISTS (SELECT 1 FROM customer_unify.id_map ia WHERE ia.migration_id = %s AND ia.source_tag = %L AND ia.old_key = x.k)', m.id, 'target') END;
+BEGIN
+    RETURN format($f$CREATE FUNCTION %1$s.recompute(p_targets text[]) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $body$
+BEGIN
+    IF p_targets IS NULL OR cardinality(p_targets) = 0 THEN
+        RETURN;
+    END IF;
+    -- clusters left without members lose their merged row
+    DELETE FROM ONLY %2$s t WHERE t.%3$I = ANY (ARRAY(
+        SELECT x.k::%4$s FROM (SELECT DISTINCT k FROM unnest(p_targets) k WHERE k IS NOT NULL) x
+         WHERE NOT %5$s
+           AND NOT EXISTS (SELECT 1 FROM customer_unify.id_map im WHERE im.migration_id = %6$s AND im.target_key = x.k)));
+    INSERT INTO %2$s AS t (%3$I, %7$s)
+    SELECT v.tkey::%4$s, %9$s
+      FROM %1$s.survivors v
+     WHERE v.tkey = ANY (ARRAY(SELECT x.k FROM (SELECT DISTINCT k FROM unnest(p_targets) k WHERE k IS NOT NULL) x WHERE NOT %5$s))
+    ON CONFLICT (%3$I) DO UPDATE SET %8$s
+     WHERE (%10$s) IS DISTINCT FROM (%11$s);
+END
+$body$$f$,
+        w, t.name, t.key, t.key_type, v_anchor, m.id, v_cols, v_set,
+        -- a NULL the survivors leave takes the column's default, as an INSERT would
+        (SELECT string_agg(CASE WHEN d.adbin IS NULL THEN format('v.%I', c)
+                                ELSE format('coalesce(v.%I, %s)', c, pg_get_expr(d.adbin, d.adrelid)) END, ', ' ORDER BY c)
+           FROM jsonb_object_keys(m.spec->'target'->'columns') c
+           LEFT JOIN pg_attribute a ON a.attrelid = customer_unify._relation(m.id, 'target') AND a.attname = c
+           LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum),
+        (SELECT string_agg(format('t.%I', c), ', ' ORDER BY c) FROM jsonb_object_keys(m.spec->'target'->'columns') c),
+        (SELECT string_agg(format('EXCLUDED.%I', c), ', ' ORDER BY c) FROM jsonb_object_keys(m.spec->'target'->'columns') c));
+END
+$fn$;
+
+-------------------------------------------------------------------------------
+-- steps
+-------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION customer_unify._merge_steps(m customer_unify.migration)
+    RETURNS TABLE (phase text, seq int, statement text, inverse text,
+                   lock_mode text, lock_relation text, rows_estimate bigint, registers jsonb)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    s        jsonb := m.spec;
+    t        record := customer_unify._merge_target(m);
+    w        text := quote_ident(m.spec->>'work_schema');
+    v_create boolean := (s->'target'->>'create')::boolean;
+    v_steps  customer_unify.step_def[];
+    v_src    jsonb;
+    v_ref    jsonb;
+    v_name   text;
+    v_trg    text;
+    v_phase  text;
+    v_all    text[];
+    st       customer_unify.step_def;
+BEGIN
+    v_all := ARRAY(SELECT customer_unify._b_name((e->>'relid')::oid::regclass) FROM jsonb_array_elements(s->'sources') e
+                    WHERE NOT (e->>'anchor')::boolean ORDER BY e->>'tag');
+
+    ---------------------------------------------------------------- start
+    -- writers of the sources wait (not fail) while triggers are added
+    v_steps := ARRAY(SELECT customer_unify._b_lock(x, 'SHARE ROW EXCLUSIVE') FROM unnest(v_all) x);
+    IF NOT v_create THEN
+        v_steps := v_steps || customer_unify._b_lock(t.name, 'SHARE ROW EXCLUSIVE');
+        -- rollback removes the rows the merge added to the surviving table, and the crosswalk
+        v_steps := v_steps || customer_unify._b_step(
+            format('SELECT %L', 'rows the merge adds to ' || t.name || ' are removed by rollback'),
+            format('DELETE FROM ONLY %s t WHERE t.%I::text IN (SELECT im.target_key FROM customer_unify.id_map im WHERE im.migration_id = %s) '
+                   'AND NOT EXISTS (SELECT 1 FROM customer_unify.id_map ia WHERE ia.migration_id = %s AND ia.source_tag = %L AND ia.old_key = t.%I::text); '
+                   'SELECT customer_unify._id_map_clear(%s)',
+                   t.name, t.key, m.id, m.id, 'target', t.key, m.id),
+            'ROW EXCLUSIVE', t.name);
+    ELSE
+        v_steps := v_steps || customer_unify._b_step(
+            format('CREATE TABLE %s (%I %s %s PRIMARY KEY, %s)', t.name, t.key, t.key_type,
+                   CASE t.key_type WHEN 'uuid' THEN 'DEFAULT pg_catalog.gen_random_uuid()' ELSE 'GENERATED BY DEFAULT AS IDENTITY' END,
+                   (SELECT string_agg(format('%I %s', c.k, c.v), ', ' ORDER BY c.k) FROM jsonb_each_text(s->'target'->'columns') c(k, v))),
+            format('DROP TABLE IF EXISTS %s; SELECT customer_unify._id_map_clear(%s)', t.name, m.id), 'ACCESS EXCLUSIVE', t.name || ' (new)',
+            jsonb_build_object('relation', jsonb_build_object('tag', 'target', 'role', 'target',
+                               'nspname', s->'target'->>'schema', 'relname', s->'target'->>'table')));
+        IF t.key_type = 'bigint' THEN
+            -- the crosswalk knows the keys it made: the identity's sequence makes them
+            s := jsonb_set(s, '{target,key_default}', to_jsonb(format('pg_catalog.nextval(pg_catalog.pg_get_serial_sequence(%L, %L)::pg_catalog.regclass)', t.name, t.key)));
+            m.spec := s;
+        END IF;
+    END IF;
+    v_steps := v_steps || customer_unify._b_step(format('CREATE SCHEMA %s', w), format('DROP SCHEMA IF EXISTS %s CASCADE', w));
+    v_steps := v_steps || customer_unify._b_step(format('COMMENT ON SCHEMA %s IS %L', w,
+        format('customer_unify: the working state of merge %s (match keys, survivorship, apply functions)', m.name)));
+    v_steps := v_steps || customer_unify._b_step(format(
+        'CREATE TABLE %s.match_key (src text NOT NULL, skey text NOT NULL, rule text NOT NULL, mkey text NOT NULL, '
+        'PRIMARY KEY (src, skey, rule))', w));
+    v_steps := v_steps || customer_unify._b_step(format('CREATE INDEX match_key_value ON %s.match_key (rule, mkey)', w));
+    v_steps := v_steps || customer_unify._b_step(format('CREATE VIEW %s.survivors AS %s', w, customer_unify._merge_survivors_sql(m)));
+    v_steps := v_steps || customer_unify._b_step(format(
+        'CREATE VIEW %s.merged_rows AS SELECT t.* FROM ONLY %s t WHERE %s',
+        w, t.name, CASE WHEN v_create THEN 'true'
+                        ELSE format('NOT EXISTS (SELECT 1 FROM customer_unify.id_map ia WHERE ia.migration_id = %s AND ia.source_tag = %L AND ia.old_key = t.%I::text)',
+                                    m.id, 'target', t.key) END));
+    v_steps := v_steps || customer_unify._b_step(customer_unify._merge_recompute_sql(m));
+    -- references: the new column (filled from the crosswalk by a trigger and the backfill)
+    FOR v_ref IN SELECT e FROM jsonb_array_elements(s->'references') e ORDER BY (e->>'n')::int LOOP
+        v_name := customer_unify._b_name((v_ref->>'relid')::oid::regclass);
+        v_steps := v_steps || customer_unify._b_step(
+            format('ALTER TABLE %s ADD COLUMN %I %s', v_name, v_ref->>'new_column', t.key_type),
+            format('ALTER TABLE %s DROP COLUMN IF EXISTS %I', v_name, v_ref->>'new_column'), 'ACCESS EXCLUSIVE', v_name);
+        v_steps := v_steps || customer_unify._b_step(
+            format('COMMENT ON COLUMN %s.%I IS %L', v_name, v_ref->>'new_column',
+                   format('customer_unify: %s re-pointed at %s (merge %s)', v_ref->>'column', t.name, m.name)));
+        v_steps := v_steps || customer_unify._b_step(format($f$CREATE FUNCTION %s.%I() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $body$
+BEGIN
+    NEW.%I := (SELECT im.target_key::%s FROM customer_unify.id_map im
+                WHERE im.migration_id = %s AND im.source_tag = %L AND im.old_key = NEW.%I::text);
+    RETURN NEW;
+END
+$body$$f$, w, 'ref_' || (v_ref->>'n'), v_ref->>'new_column', t.key_type, m.id, v_ref->>'source', v_ref->>'column'));
+        v_trg := format('customer_unify_%s_ref%s', m.id, v_ref->>'n');
+        v_steps := v_steps || customer_unify._b_step(
+            format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE OF %I, %I ON %s FOR EACH ROW EXECUTE FUNCTION %s.%I()',
+                   v_trg, v_ref->>'column', v_ref->>'new_column', v_name, w, 'ref_' || (v_ref->>'n')),
+            format('DROP TRIGGER IF EXISTS %I ON %s', v_trg, v_name), 'SHARE ROW EXCLUSIVE', v_name);
+        v_steps := v_steps || customer_unify._b_step(
+            format('ALTER TABLE %s ADD CONSTRAINT %I FOREIGN KEY (%I) REFERENCES %s (%I) NOT VALID',
+                   v_name, v_ref->>'fk', v_ref->>'new_column', t.name, t.key),
+            NULL, 'SHARE ROW EXCLUSIVE', v_name || ', ' || t.name);
+    END LOOP;
+    -- the apply function and capture triggers of every source
+    FOR v_src IN SELECT e FROM jsonb_array_elements(s->'sources') e ORDER BY (e->>'priority')::int, e->>'tag' LOOP
+        v_name := customer_unify._b_name((v_src->>'relid')::oid::regclass);
+        v_steps := v_steps || customer_unify._b_step(customer_unify._merge_apply_sql(m, v_src));
+        v_trg := format('customer_unify_%s_merge', m.id);
+        v_steps := v_steps || customer_unify._b_step(
+            format($f$DO $do$ BEGIN EXECUTE pg_catalog.format(%L, %L::pg_catalog.regprocedure::pg_catalog.oid); EXECUTE pg_catalog.format(%L, %L::pg_catalog.regprocedure::pg_catalog.oid); EXECUTE pg_catalog.format(%L, %L::pg_catalog.regprocedure::pg_catalog.oid); END $do$$f$,
+                   format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS customer_unify_new FOR EACH STATEMENT EXECUTE FUNCTION customer_unify.merge_capture(%L, %L, %%L)',
+                          v_trg || '_ins', v_name, m.id, v_src->>'tag'), w || '.' || quote_ident('apply_' || (v_src->>'tag')) || '(text[])',
+                   format('CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS customer_unify_old NEW TABLE AS customer_unify_new FOR EACH STATEMENT EXECUTE FUNCTION customer_unify.merge_capture(%L, %L, %%L)',
+                          v_trg || '_upd', v_name, m.id, v_src->>'tag'), w || '.' || quote_ident('apply_' || (v_src->>'tag')) || '(text[])',
+                   format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS customer_unify_old FOR EACH STATEMENT EXECUTE FUNCTION customer_unify.merge_capture(%L, %L, %%L)',
+                          v_trg || '_del', v_name, m.id, v_src->>'tag'), w || '.' || quote_ident('apply_' || (v_src->>'tag')) || '(text[])'),
+            format('DROP TRIGGER IF EXISTS %I ON %s; DROP TRIGGER IF EXISTS %I ON %s; DROP TRIGGER IF EXISTS %I ON %s',
+                   v_trg || '_ins', v_name, v_trg || '_upd', v_name, v_trg || '_del', v_name),
+            'SHARE ROW EXCLUSIVE', v_name);
+        v_steps := v_steps || customer_unify._b_step(format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', v_name, v_trg || '_ins'), NULL, 'SHARE ROW EXCLUSIVE', v_name);
+        v_steps := v_steps || customer_unify._b_step(format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', v_name, v_trg || '_upd'), NULL, 'SHARE ROW EXCLUSIVE', v_name);
+        v_steps := v_steps || customer_unify._b_step(format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', v_name, v_trg || '_del'), NULL, 'SHARE ROW EXCLUSIVE', v_name);
+    END LOOP;
+    phase := 'start'; seq := 0; rows_estimate := NULL;
+    FOREACH st IN ARRAY v_steps LOOP
+        seq := seq + 1;
+        statement := st.statement; inverse := st.inverse; lock_mode := st.lock_mode;
+        lock_relation := st.lock_relation; registers := st.registers;
+        RETURN NEXT;
+    END LOOP;
+
+    ---------------------------------------------------------------- backfill (what each batch runs, for preview)
+    phase := 'backfill'; seq := 0; inverse := NULL; registers := NULL; lock_mode := 'ROW EXCLUSIVE';
+    FOR st IN SELECT ROW(p.plan->>'batch', NULL, 'ROW EXCLUSIVE', p.plan->>'source_tag', NULL)::customer_unify.step_def
+                FROM customer_unify._merge_copy_plan(m) p ORDER BY p.stream LOOP
+        seq := seq + 1; statement := st.statement; lock_relation := st.lock_relation;
+        RETURN NEXT;
+    END LOOP;
+    lock_mode := NULL; lock_relation := NULL;
+
+    ---------------------------------------------------------------- validate (after the copy)
+    phase := 'validate'; seq := 0;
+    FOR v_ref IN SELECT e FROM jsonb_array_elements(s->'references') e ORDER BY (e->>'n')::int LOOP
+        seq := seq + 1;
+        v_name := customer_unify._b_name((v_ref->>'relid')::oid::regclass);
+        statement := format('ALTER TABLE %s VALIDATE CONSTRAINT %I', v_name, v_ref->>'fk');
+        lock_mode := 'SHARE UPDATE EXCLUSIVE'; lock_relation := v_name;
+        RETURN NEXT;
+    END LOOP;
+    seq := seq + 1;
+    statement := format('SELECT %L', 'merge copied'); lock_mode := NULL; lock_relation := NULL;
+    RETURN NEXT;
+
+    ---------------------------------------------------------------- cutover
+    -- each source's old shape, under its old name in <name>_compat: until
+    -- purge the view is the source itself, updatable by PostgreSQL, with the
+    -- source's privileges; what old code writes there is merged as it lands
+    v_phase := 'cutover';
+    v_steps := ARRAY(SELECT customer_unify._b_lock(x, 'ACCESS SHARE') FROM unnest(v_all) x);
+    v_steps := v_steps || customer_unify._b_step(format('SELECT customer_unify._gate_verify(%s)', m.id), NULL, 'ACCESS SHARE', t.name);
+    v_steps := v_steps || customer_unify._b_step(format('CREATE SCHEMA %I', s->>'compat_schema'), format('DROP SCHEMA IF EXISTS %I', s->>'compat_schema'));
+    FOR v_src IN SELECT e FROM jsonb_array_elements(s->'sources') e
+                  WHERE NOT (e->>'anchor')::boolean AND NOT (e->>'keep')::boolean ORDER BY e->>'tag' LOOP
+        v_name := customer_unify._b_name((v_src->>'relid')::oid::regclass);
+        v_steps := v_steps || ARRAY(SELECT customer_unify._b_schema_usage((v_src->>'relid')::oid::regclass, s->>'compat_schema'));
+        v_steps := v_steps || customer_unify._b_step(
+            format('CREATE VIEW %s WITH (security_invoker = true) AS SELECT %s FROM ONLY %s',
+                   customer_unify._qual(s->>'compat_schema', (SELECT c.relname FROM pg_class c WHERE c.oid = (v_src->>'relid')::oid)),
+                   (SELECT string_agg(quote_ident(c.attname), ', ' ORDER BY c.attnum) FROM customer_unify._b_columns((v_src->>'relid')::oid::regclass, NULL) c),
+                   v_name),
+            format('DROP VIEW IF EXISTS %s', customer_unify._qual(s->>'compat_schema', (SELECT c.relname FROM pg_class c WHERE c.oid = (v_src->>'relid')::oid))),
+            'ACCESS SHARE', v_name,
+            jsonb_build_object('relation', jsonb_build_object('tag', 'view_' || (v_src->>'tag'), 'role', 'view',
+                               'nspname', s->>'compat_schema', 'relname', (SELECT c.relname FROM pg_class c WHERE c.oid = (v_src->>'relid')::oid))));
+        v_steps := v_steps || ARRAY(SELECT customer_unify._b_privileges((v_src->>'relid')::oid::regclass,
+                                        customer_unify._qual(s->>'compat_schema', (SELECT c.relname FROM pg_class c WHERE c.oid = (v_src->>'relid')::oid)),
+                                        (SELECT jsonb_agg(jsonb_build_array(c.attname, c.attname) ORDER BY c.attnum)
+                                           FROM customer_unify._b_columns((v_src->>'relid')::oid::regclass, NULL) c)));
+    END LOOP;
+    phase := v_phase; seq := 0;
+    FOREACH st IN ARRAY v_steps LOOP
+        seq := seq + 1;
+        statement := st.statement; inverse := st.inverse; lock_mode := st.lock_mode;
+        lock_relation := st.lock_relation; registers := st.registers;
+        RETURN NEXT;
+    END LOOP;
+
+    ---------------------------------------------------------------- finalize
+    -- compared exactly with writes paused; then the old tables move to the
+    -- archive (nothing is destroyed), the old reference columns are kept in
+    -- the archive and dropped; sources marked keep lose their triggers only
+    v_phase := 'finalize';
+    v_steps := ARRAY(SELECT customer_unify._b_lock(x, 'SHARE') FROM unnest(v_all) x);
+    v_steps := v_steps || customer_unify._b_lock(t.name, 'SHARE');
+    v_steps := v_steps || customer_unify._b_step(format('SELECT customer_unify._gate_verify(%s)', m.id), NULL, 'SHARE', t.name);
+    v_steps := v_steps || customer_unify._b_step(format('CREATE SCHEMA %I', s->>'archive_schema'));
+    v_steps := v_steps || customer_unify._b_step(format('COMMENT ON SCHEMA %I IS %L', s->>'archive_schema',
+        format('customer_unify: the tables and columns merge %s replaced; customer_unify.purge(%L) drops them', m.name, m.name)));
+    FOR v_ref IN SELECT e FROM jsonb_array_elements(s->'references') e ORDER BY (e->>'n')::int LOOP
+        v_name := customer_unify._b_name((v_ref->>'relid')::oid::regclass);
+        v_steps := v_steps || customer_unify._b_step(
+            format('CREATE TABLE %s AS SELECT %I, %I FROM ONLY %s', customer_unify._qual(s->>'archive_schema', 'ref' || (v_ref->>'n') || '_' || (v_ref->>'column')),
+                   v_ref->>'key', v_ref->>'column', v_name), NULL, 'SHARE', v_name);
+        v_steps := v_steps || customer_unify._b_step(format('DROP TRIGGER IF EXISTS %I ON %s', format('customer_unify_%s_ref%s', m.id, v_ref->>'n'), v_name),
+                                                     NULL, 'ACCESS EXCLUSIVE', v_name);
+        v_steps := v_steps || customer_unify._b_step(format('ALTER TABLE %s DROP COLUMN %I', v_name, v_ref->>'column'), NULL, 'ACCESS EXCLUSIVE', v_name);
+    END LOOP;
+    FOR v_src IN SELECT e FROM jsonb_array_elements(s->'sources') e WHERE NOT (e->>'anchor')::boolean ORDER BY e->>'tag' LOOP
+        v_name := customer_unify._b_name((v_src->>'relid')::oid::regclass);
+        IF (v_src->>'keep')::boolean THEN
+            v_trg := format('customer_unify_%s_merge', m.id);
+            v_steps := v_steps || customer_unify._b_step(
+                format('DROP TRIGGER IF EXISTS %I ON %s; DROP TRIGGER IF EXISTS %I ON %s; DROP TRIGGER IF EXISTS %I ON %s',
+                       v_trg || '_ins', v_name, v_trg || '_upd', v_name, v_trg || '_del', v_name), NULL, 'ACCESS EXCLUSIVE', v_name);
+        ELSE
+            v_steps := v_steps || customer_unify._b_step(format('ALTER TABLE %s SET SCHEMA %I', v_name, s->>'archive_schema'), NULL, 'ACCESS EXCLUSIVE', v_name);
+            -- what old code writes through its view still reaches the target
+            v_steps := v_steps || customer_unify._b_step(customer_unify._merge_apply_sql(m, v_src, true));
+        END IF;
+    END LOOP;
+    IF NOT v_create THEN
+        v_trg := format('customer_unify_%s_merge', m.id);
+        v_steps := v_steps || customer_unify._b_step(
+            format('DROP TRIGGER IF EXISTS %I ON %s; DROP TRIGGER IF EXISTS %I ON %s; DROP TRIGGER IF EXISTS %I ON %s',
+                   v_trg || '_ins', t.name, v_trg || '_upd', t.name, v_trg || '_del', t.name), NULL, 'ACCESS EXCLUSIVE', t.name);
+    END IF;
+    phase := v_phase; seq := 0;
+    FOREACH st IN ARRAY v_steps LOOP
+        seq := seq + 1;
+        statement := st.statement; inverse := st.inverse; lock_mode := st.lock_mode;
+        lock_relation := st.lock_relation; registers := st.registers;
+        RETURN NEXT;
+    END LOOP;
+
+    ---------------------------------------------------------------- purge (after finalize)
+    phase := 'purge'; seq := 0; inverse := NULL; registers := NULL;
+    FOR st IN SELECT * FROM unnest(ARRAY[
+                  customer_unify._b_step(format('DROP SCHEMA IF EXISTS %I CASCADE', s->>'compat_schema')),
+                  customer_unify._b_step(format('DROP SCHEMA IF EXISTS %I CASCADE', s->>'archive_schema')),
+                  customer_unify._b_step(format('DROP SCHEMA IF EXISTS %s CASCADE', w))]) LOOP
+        seq := seq + 1; statement := st.statement; lock_mode := 'ACCESS EXCLUSIVE'; lock_relation := NULL;
+        RETURN NEXT;
+    END LOOP;
+END
+$fn$;
+
+-------------------------------------------------------------------------------
+-- copy plan: one stream per source (anchors first, then by priority), each
+-- batch the apply function over the next keys; then one per reference.
+-------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION customer_unify._merge_copy_plan(m customer_unify.migration)
+    RETURNS TABLE (stream text, key_type regtype, plan jsonb)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH src AS (
+        SELECT e AS s, row_number() OVER (ORDER BY (e->>'priority')::int, e->>'tag') AS n
+          FROM jsonb_array_elements(m.spec->'sources') e
+    ), t AS (SELECT * FROM customer_unify._merge_target(m))
+    SELECT format('a%s_%s', lpad(src.n::text, 2, '0'), src.s->>'tag'), (src.s->>'key_type')::regtype,
+           jsonb_build_object('source_tag', src.s->>'tag', 'key', src.s->>'key',
+               'batch_first', format('WITH b AS MATERIALIZED (SELECT s.%1$I AS k FROM ONLY %2$s s WHERE NOT (s.%1$I > $2) ORDER BY s.%1$I LIMIT $3), '
+                                     'a AS MATERIALIZED (SELECT %3$s.%4$I(ARRAY(SELECT b.k::text FROM b)) AS n) '
+                                     'SELECT (SELECT b.k FROM b ORDER BY b.k DESC LIMIT 1), (SELECT pg_catalog.count(*) FROM b) FROM a',
+                                     src.s->>'key', customer_unify._b_name((src.s->>'relid')::oid::regclass),
+                                     quote_ident(m.spec->>'work_schema'), 'apply_' || (src.s->>'tag')),
+               'batch', format('WITH b AS MATERIALIZED (SELECT s.%1$I AS k FROM ONLY %2$s s WHERE s.%1$I > $1 AND NOT (s.%1$I > $2) ORDER BY s.%1$I LIMIT $3), '
+                               'a AS MATERIALIZED (SELECT %3$s.%4$I(ARRAY(SELECT b.k::text FROM b)) AS n) '
+                               'SELECT (SELECT b.k FROM b ORDER BY b.k DESC LIMIT 1), (SELECT pg_catalog.count(*) FROM b) FROM a',
+                               src.s->>'key', customer_unify._b_name((src.s->>'relid')::oid::regclass),
+                               quote_ident(m.spec->>'work_schema'), 'apply_' || (src.s->>'tag')))
+      FROM src
+    UNION ALL
+    SELECT format('b%s_ref', lpad(r->>'n', 2, '0')), (SELECT a.atttypid::regtype FROM pg_attribute a WHERE a.attrelid = (r->>'relid')::oid AND a.attname = r->>'key'),
+           jsonb_build_object('source_tag', r->>'tag', 'key', r->>'key',
+               'batch_first', format('WITH b AS MATERIALIZED (SELECT x.%1$I AS k FROM ONLY %2$s x WHERE NOT (x.%1$I > $2) ORDER BY x.%1$I LIMIT $3), '
+                                     'u AS (UPDATE ONLY %2$s x SET %3$I = im.target_key::%4$s FROM b, customer_unify.id_map im '
+                                     'WHERE x.%1$I = b.k AND im.migration_id = %5$s AND im.source_tag = %6$L AND im.old_key = x.%7$I::text '
+                                     'AND x.%3$I IS DISTINCT FROM im.target_key::%4$s RETURNING 1) '
+                                     'SELECT (SELECT b.k FROM b ORDER BY b.k DESC LIMIT 1), (SELECT pg_catalog.count(*) FROM b) + 0 * (SELECT pg_catalog.count(*) FROM u)',
+                                     r->>'key', customer_unify._b_name((r->>'relid')::oid::regclass), r->>'new_column', t.key_type,
+                                     m.id, r->>'source', r->>'column'),
+               'batch', format('WITH b AS MATERIALIZED (SELECT x.%1$I AS k FROM ONLY %2$s x WHERE x.%1$I > $1 AND NOT (x.%1$I > $2) ORDER BY x.%1$I LIMIT $3), '
+                               'u AS (UPDATE ONLY %2$s x SET %3$I = im.target_key::%4$s FROM b, customer_unify.id_map im '
+                               'WHERE x.%1$I = b.k AND im.migration_id = %5$s AND im.source_tag = %6$L AND im.old_key = x.%7$I::text '
+                               'AND x.%3$I IS DISTINCT FROM im.target_key::%4$s RETURNING 1) '
+                               'SELECT (SELECT b.k FROM b ORDER BY b.k DESC LIMIT 1), (SELECT pg_catalog.count(*) FROM b) + 0 * (SELECT pg_catalog.count(*) FROM u)',
+                               r->>'key', customer_unify._b_name((r->>'relid')::oid::regclass), r->>'new_column', t.key_type,
+                               m.id, r->>'source', r->>'column'))
+      FROM jsonb_array_elements(m.spec->'references') r, t
+$$;
+
+-------------------------------------------------------------------------------
+-- verify
+-------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION customer_unify._merge_verify(m customer_unify.migration, checksums boolean DEFAULT true)
+    RETURNS TABLE (check_name text, expected text, actual text, ok boolean)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t      record := customer_unify._merge_target(m);
+    w      text := quote_ident(m.spec->>'work_schema');
+    v_src  jsonb;
+    v_ref  jsonb;
+    v_n    bigint;
+    v_m    bigint;
+    v_fk   record;
+BEGIN
+    IF customer_unify._relation(m.id, 'target') IS NULL THEN
+        check_name := 'target_exists'; expected := 'exists'; actual := 'missing'; ok := false;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    -- every source row is in the crosswalk exactly once (its primary key makes "once")
+    FOR v_src IN SELECT e FROM jsonb_array_elements(m.spec->'sources') e ORDER BY (e->>'priority')::int, e->>'tag' LOOP
+        EXECUTE format('SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM customer_unify.id_map im '
+                       'WHERE im.migration_id = %s AND im.source_tag = %L AND im.old_key = s.%I::text)) FROM ONLY %s s',
+                       m.id, v_src->>'tag', v_src->>'key', customer_unify._b_name((v_src->>'relid')::oid::regclass))
+           INTO v_n, v_m;
+        IF (v_src->>'anchor')::boolean THEN
+            -- the target's own rows: anchors, or rows the merge made
+            EXECUTE format('SELECT count(*) FROM ONLY %s s WHERE NOT EXISTS (SELECT 1 FROM customer_unify.id_map im '
+                           'WHERE im.migration_id = %s AND im.target_key = s.%I::text)',
+                           customer_unify._b_name((v_src->>'relid')::oid::regclass), m.id, v_src->>'key')
+               INTO v_m;
+        END IF;
+        check_name := format('source %s: rows not in the crosswalk', v_src->>'tag');
+        expected := '0'; actual := v_m::text; ok := v_m = 0; RETURN NEXT;
+        EXECUTE format('SELECT count(*) FROM customer_unify.id_map im WHERE im.migration_id = %s AND im.source_tag = %L '
+                       'AND NOT EXISTS (SELECT 1 FROM ONLY %s s WHERE s.%I = im.old_key::%s)',
+                       m.id, v_src->>'tag', customer_unify._b_name((v_src->>'relid')::oid::regclass), v_src->>'key', v_src->>'key_type')
+           INTO v_m;
+        check_name := format('source %s: crosswalk rows without their source row', v_src->>'tag');
+        expected := '0'; actual := v_m::text; ok := v_m = 0; RETURN NEXT;
+    END LOOP;
+    -- every cluster has its target row; every merged row has members
+    EXECUTE format('SELECT count(DISTINCT im.target_key) FROM customer_unify.id_map im WHERE im.migration_id = %s '
+                   'AND NOT EXISTS (SELECT 1 FROM ONLY %s t WHERE t.%I = im.target_key::%s)', m.id, t.name, t.key, t.key_type)
+       INTO v_m;
+    check_name := 'clusters without a target row'; expected := '0'; actual := v_m::text; ok := v_m = 0; RETURN NEXT;
+    EXECUTE format('SELECT count(*) FROM %s.merged_rows t WHERE NOT EXISTS (SELECT 1 FROM customer_unify.id_map im '
+                   'WHERE im.migration_id = %s AND im.target_key = t.%I::text)', w, m.id, t.key)
+       INTO v_m;
+    check_name := 'merged rows without source rows'; expected := '0'; actual := v_m::text; ok := v_m = 0; RETURN NEXT;
+    -- no usable match key links two target rows, one of them merged (a
+    -- missed merge); rows kept apart on purpose (a "never" decision, two rows
+    -- of a duplicate-free source, two anchors) do not count
+    EXECUTE format('SELECT count(DISTINCT (a.rule, a.mkey)) FROM %1$s.match_key a '
+                   'JOIN %1$s.match_key b ON b.rule = a.rule AND b.mkey = a.mkey AND (a.src, a.skey) < (b.src, b.skey) '
+                   'JOIN customer_unify.id_map ia ON ia.migration_id = %2$s AND ia.source_tag = a.src AND ia.old_key = a.skey '
+                   'JOIN customer_unify.id_map ib ON ib.migration_id = %2$s AND ib.source_tag = b.src AND ib.old_key = b.skey '
+                   'WHERE ia.target_key <> ib.target_key AND NOT (a.src = %3$L AND b.src = %3$L) '
+                   'AND NOT (a.src = b.src AND a.src = ANY (%4$L::text[])) '
+                   'AND (SELECT count(*) FROM %1$s.match_key c WHERE c.rule = a.rule AND c.mkey = a.mkey) <= %5$s '
+                   'AND NOT EXISTS (SELECT 1 FROM customer_unify.match_decision d WHERE d.migration_id = %2$s AND d.decision = %6$L '
+                   '  AND ((d.a_tag, d.a_key, d.b_tag, d.b_key) = (a.src, a.skey, b.src, b.skey) '
+                   '    OR (d.a_tag, d.a_key, d.b_tag, d.b_key) = (b.src, b.skey, a.src, a.skey)))',
+                   w, m.id, 'target',
+                   ARRAY(SELECT e->>'tag' FROM jsonb_array_elements(m.spec->'sources') e WHERE (e->>'duplicate_free')::boolean),
+                   m.spec->>'max_key_rows', 'never')
+       INTO v_m;
+    check_name := 'match keys shared by two target rows'; expected := '0'; actual := v_m::text; ok := v_m = 0; RETURN NEXT;
+    -- the merged rows hold what survivorship chooses now
+    RETURN QUERY SELECT 'survivorship: ' || c.check_name, c.expected, c.actual, c.ok FROM customer_unify._compare(
+        (m.spec->>'work_schema' || '.survivors')::regclass, 's.tkey',
+        (m.spec->>'work_schema' || '.merged_rows')::regclass, format('t.%I::text', t.key),
+        format('t.%I::text = s.tkey', t.key),
+        -- where survivorship has no value, a column's default stood in (recompute)
+        (SELECT jsonb_agg(jsonb_build_object('name', c2,
+                    'left', CASE WHEN a.atthasdef THEN format('coalesce(s.%I, t.%I)', c2, c2) ELSE format('s.%I', c2) END,
+                    'right', format('t.%I', c2)) ORDER BY c2)
+           FROM jsonb_object_keys(m.spec->'target'->'columns') c2
+           LEFT JOIN pg_attribute a ON a.attrelid = customer_unify._relation(m.id, 'target') AND a.attname = c2),
+        checksums) c;
+    -- references: every row's new column is its old key's target, and the FK holds
+    FOR v_ref IN SELECT e FROM jsonb_array_elements(m.spec->'references') e ORDER BY (e->>'n')::int LOOP
+        EXECUTE format('SELECT count(*) FROM ONLY %s x LEFT JOIN customer_unify.id_map im ON im.migration_id = %s '
+                       'AND im.source_tag = %L AND im.old_key = x.%I::text '
+                       'WHERE x.%I IS NOT NULL AND x.%I IS DISTINCT FROM im.target_key::%s',
+                       customer_unify._b_name((v_ref->>'relid')::oid::regclass), m.id, v_ref->>'source', v_ref->>'column',
+                       v_ref->>'column', v_ref->>'new_column', t.key_type)
+           INTO v_m;
+        check_name := format('reference %s.%s: rows not re-pointed', (v_ref->>'relid')::oid::regclass::text, v_ref->>'column');
+        expected := '0'; actual := v_m::text; ok := v_m = 0; RETURN NEXT;
+        SELECT c.convalidated INTO v_fk FROM pg_constraint c
+         WHERE c.conrelid = (v_ref->>'relid')::oid AND c.conname = v_ref->>'fk';
+        check_name := format('reference %s.%s: foreign key', (v_ref->>'relid')::oid::regclass::text, v_ref->>'new_column');
+        expected := 'validated';
+        actual := CASE WHEN v_fk IS NULL THEN 'absent' WHEN v_fk.convalidated THEN 'validated' ELSE 'not validated' END;
+        ok := expected = actual; RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION customer_unify._merge_dependents(m customer_unify.migration)
+    RETURNS TABLE (object_type text, object_name text, dependency text, blocks_finalize boolean)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    -- triggers of the application on the sources (e.g. one that writes between them)
+    SELECT 'trigger', format('%s on %s', t.tgname, t.tgrelid::regclass), pg_get_triggerdef(t.oid), false
+      FROM pg_trigger t JOIN jsonb_array_elements(m.spec->'sources') s ON (s->>'relid')::oid = t.tgrelid
+     WHERE NOT t.tgisinternal AND t.tgname NOT LIKE format('customer\_unify\_%s\_%%', m.id)
+    UNION ALL
+    -- views and functions reading the sources (they follow the table into the archive at finalize)
+    SELECT 'view', d.objid::regclass::text, format('reads %s', d.refobjid::regclass), false
+      FROM pg_depend d JOIN pg_rewrite rw ON rw.oid = d.objid
+      JOIN jsonb_array_elements(m.spec->'sources') s ON (s->>'relid')::oid = d.refobjid
+     WHERE d.classid = 'pg_rewrite'::regclass AND rw.ev_class <> d.refobjid
+       AND NOT (s->>'anchor')::boolean
+    UNION ALL
+    -- the reference columns finalize drops
+    SELECT 'column', format('%s.%s', (r->>'relid')::oid::regclass, r->>'column'),
+           format('re-pointed to %s; dropped by finalize (kept in the archive)', r->>'new_column'), false
+      FROM jsonb_array_elements(m.spec->'references') r
+$$;
+
+CREATE OR REPLACE FUNCTION customer_unify._merge_describe(m customer_unify.migration)
+    RETURNS TABLE (target text, columns text[])
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT (customer_unify._merge_target(m)).name,
+           ARRAY(SELECT k FROM jsonb_object_keys(m.spec->'target'->'columns') k ORDER BY k)
+$$;
+
+-- A merge carries no row-level security or privileges of its own: the
+-- target keeps its own, the compatibility views take their source's at cutover.
+CREATE OR REPLACE FUNCTION customer_unify._merge_security_steps(m customer_unify.migration)
+    RETURNS SETOF customer_unify.step_def
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT * FROM customer_unify._b_step(NULL) WHERE false
+$$;
+
+-------------------------------------------------------------------------------
+-- Public functions of merge
+-------------------------------------------------------------------------------
+-- Values survivorship overrode: per merged person and column, the kept
+-- value and where it came from, and every other value with its source.
+CREATE OR REPLACE FUNCTION customer_unify.conflicts(name text)
+    RETURNS TABLE (target_key text, column_name text, kept_value text, kept_from text, other_value text, other_from text)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m customer_unify.migration := customer_unify._get(conflicts.name);
+    t record;
+    c text;
+    v_members text;
+BEGIN
+    IF m.kind <> 'merge' THEN
+        RAISE EXCEPTION 'migration "%" is a %, not a merge', m.name, m.kind USING ERRCODE = 'wrong_object_type';
+    END IF;
+    t := customer_unify._merge_target(m);
+    v_members := (SELECT string_agg(customer_unify._merge_member_select(m, s), ' UNION ALL ')
+                    FROM jsonb_array_elements(m.spec->'sources') s);
+    FOR c IN SELECT k FROM jsonb_object_keys(m.spec->'target'->'columns') k ORDER BY k LOOP
+        RETURN QUERY EXECUTE format(
+            'WITH mem AS (%s) '
+            'SELECT mem.tkey, %L::text, tv.v, ('
+            '         SELECT string_agg(format(%L, k.src, k.skey), %L ORDER BY k.prio, k.src, k.skey) FROM mem k '
+            '          WHERE k.tkey = mem.tkey AND k.%I::text IS NOT DISTINCT FROM tv.v), '
+            '       mem.%I::text, format(%L, mem.src, mem.skey) '
+            '  FROM mem JOIN ONLY %s t ON t.%I::text = mem.tkey '
+            '  CROSS JOIN LATERAL (SELECT t.%I::text AS v) tv '
+            ' WHERE mem.%I IS NOT NULL AND mem.%I::text IS DISTINCT FROM tv.v '
+            ' ORDER BY 1, 6', v_members, c, '%s:%s', ', ', c, c, '%s:%s', t.name, t.key, c, c, c);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION customer_unify.conflicts(text) IS
+    'Every value of a source row that differs from what the merged target row kept: target key, column, kept value and its sources, the other value and its source.';
+
+-- Record that two source rows are never (or always) the same person; the
+-- matcher obeys it from the next write or re-match of either row.
+CREATE OR REPLACE FUNCTION customer_unify.decide(name text, decision text, a_tag text, a_key text, b_tag text, b_key text)
+    RETURNS void
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'cu_match_decide';
+COMMENT ON FUNCTION customer_unify.decide(text, text, text, text, text, text) IS
+    'Stores a manual decision about two source rows of a merge (never: keep them apart; always: merge them); it survives re-runs of the match.';
+
+-- Split a wrongly merged person back into one target row per source row,
+-- with "never" decisions between them, and send references back.
+CREATE OR REPLACE FUNCTION customer_unify.unmerge(name text, target_key text)
+    RETURNS TABLE (source_tag text, old_key text, new_target_key text)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m customer_unify.migration := customer_unify._get(unmerge.name);
+    w text;
+    r record;
+    p record;
+BEGIN
+    IF m.kind <> 'merge' THEN
+        RAISE EXCEPTION 'migration "%" is a %, not a merge', m.name, m.kind USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF m.state NOT IN ('started', 'backfilled', 'verified', 'cut_over') THEN
+        RAISE EXCEPTION 'cannot unmerge in migration "%": it is %', m.name, m.state
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'unmerge works while the merge is live (started .. cut_over).';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM customer_unify.id_map im WHERE im.migration_id = m.id AND im.target_key = unmerge.target_key) THEN
+        RAISE EXCEPTION 'merge "%" has no person with target key %', m.name, unmerge.target_key
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    w := quote_ident(m.spec->>'work_schema');
+    -- every pair of its rows: never again
+    FOR p IN SELECT a.source_tag AS at, a.old_key AS ak, b.source_tag AS bt, b.old_key AS bk
+               FROM customer_unify.id_map a JOIN customer_unify.id_map b
+                 ON b.migration_id = a.migration_id AND b.target_key = a.target_key AND (a.source_tag, a.old_key) < (b.source_tag, b.old_key)
+              WHERE a.migration_id = m.id AND a.target_key = unmerge.target_key LOOP
+        PERFORM customer_unify.decide(m.name, 'never', p.at, p.ak, p.bt, p.bk);
+    END LOOP;
+    -- each row but the first (an anchor first) leaves the cluster and is matched again
+    FOR r IN SELECT im.source_tag, im.old_key FROM customer_unify.id_map im
+              WHERE im.migration_id = m.id AND im.target_key = unmerge.target_key
+              ORDER BY im.source_tag = 'target' DESC, (SELECT (e->>'priority')::int FROM jsonb_array_elements(m.spec->'sources') e WHERE e->>'tag' = im.source_tag), im.source_tag, im.old_key
+             OFFSET 1 LOOP
+        PERFORM customer_unify._id_map_delete(m.id, r.source_tag, ARRAY[r.old_key]);
+        EXECUTE format('SELECT %s.%I($1)', w, 'apply_' || r.source_tag) USING ARRAY[r.old_key];
+    END LOOP;
+    PERFORM customer_unify._merge_apply_all(m, unmerge.target_key);
+    RETURN QUERY SELECT im.source_tag, im.old_key, im.target_key FROM customer_unify.id_map im
+                  WHERE im.migration_id = m.id
+                    AND (im.source_tag, im.old_key) IN (SELECT x.source_tag, x.old_key FROM customer_unify.match_decision d,
+                                                        LATERAL (VALUES (d.a_tag, d.a_key), (d.b_tag, d.b_key)) x(source_tag, old_key)
+                                                        WHERE d.migration_id = m.id AND d.decision = 'never')
+                  ORDER BY 1, 2;
+END
+$$;
+COMMENT ON FUNCTION customer_unify.unmerge(text, text) IS
+    'Splits one merged person back into a target row per source row (never merged again), re-pointing their references; before finalize.';
+
+CREATE OR REPLACE FUNCTION customer_unify._merge_apply_all(m customer_unify.migration, p_target text)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('SELECT %s.recompute($1)', quote_ident(m.spec->>'work_schema')) USING ARRAY[p_target];
+END
+$$;
+
+CREATE OR REPLACE FUNCTION customer_unify.purge(name text) RETURNS text
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT customer_unify._run_phase((customer_unify._get(purge.name)).id, 'purge')
+$$;
+COMMENT ON FUNCTION customer_unify.purge(text) IS
+    'After finalize: drops what the migration kept for safety (a merge''s archive schema, compatibility views and working state).';
