@@ -179,7 +179,10 @@ CALL customer_unify.backfill('up_a', batch_size => 50);
 SELECT name, (SELECT count(*) FROM customer_unify.verify(name) v WHERE NOT v.ok) AS failing
   FROM customer_unify.migration WHERE name IN ('up_a', 'up_b') ORDER BY name;
 SELECT customer_unify.cutover('up_a');
-SELECT customer_unify.finalize('up_a'), customer_unify.finalize('up_b');
+-- one-letter table names match unrelated functions earlier tests leave behind
+-- (split_sync's sync.diff() mentions "b" and "nick"): ignore text matches
+SELECT customer_unify.finalize('up_a', ignore_text_matches => true),
+       customer_unify.finalize('up_b', ignore_text_matches => true);
 SELECT id, email, nick, bio FROM up_a_compat.a WHERE id IN (10, 11, 20, 21, 400, 401, 1000) ORDER BY id;
 SELECT count(*) AS rows, count(DISTINCT id) AS ids FROM up_a_compat.a;
 SELECT id, email, nick FROM up_b_compat.b WHERE id IN (1, 100, 101) ORDER BY id;
