@@ -159,7 +159,7 @@ SELECT name, state, (SELECT last_key FROM customer_unify.backfill_state b WHERE 
 
 ALTER EXTENSION customer_unify UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'customer_unify';
--- the live ones run on 1.1's machinery now; the finalized one keeps its 1.0 router
+-- the live ones run on 1.1's machinery now (1.2 keeps it); the finalized one keeps its 1.0 router
 SELECT m.name, t.tgrelid::regclass AS rel, regexp_replace(t.tgname, '_\d+_', '_<id>_') AS tgname, t.tgenabled
   FROM pg_trigger t JOIN customer_unify.migration m ON t.tgname LIKE 'customer\_unify\_' || m.id || '\_%'
  ORDER BY 1, 2, 3;
@@ -167,7 +167,7 @@ SELECT tgrelid::regclass, tgname, tgenabled FROM pg_trigger WHERE tgname IN ('cu
  ORDER BY 1, 2;
 SELECT b.stream, b.last_key, b.position IS NOT NULL AS has_position, b.key_type, b.finished_at IS NOT NULL AS finished
   FROM customer_unify.backfill_state b JOIN customer_unify.migration m ON m.id = b.migration_id ORDER BY m.name;
--- writes on 1.1's triggers, then the migrations are finished
+-- writes on the new version's triggers, then the migrations are finished
 UPDATE up.a SET nick = 'after update' WHERE id IN (11, 401);
 DELETE FROM up.a WHERE id = 21;
 INSERT INTO up.a VALUES (1000, 'new', 'new row', 'x');
@@ -187,7 +187,7 @@ SELECT id, email, nick, bio FROM up_a_compat.a WHERE id IN (10, 11, 20, 21, 400,
 SELECT count(*) AS rows, count(DISTINCT id) AS ids FROM up_a_compat.a;
 SELECT id, email, nick FROM up_b_compat.b WHERE id IN (1, 100, 101) ORDER BY id;
 SELECT name, state FROM customer_unify.migration ORDER BY name;
--- a migration started on 1.0 and rolled back on 1.1 leaves nothing behind
+-- a migration started on 1.0 and rolled back on the default version leaves nothing behind
 CREATE TABLE up.d (id int PRIMARY KEY, nick text);
 DROP EXTENSION customer_unify CASCADE;
 CREATE EXTENSION customer_unify VERSION '1.0';
