@@ -4,10 +4,14 @@
 -- sync_map_column) is written only by the engine's C functions, as the
 -- extension owner; PUBLIC may read it and nothing else.  The DDL guard is a
 -- pair of event triggers that belong to the extension.
+-- 1.2: the merge catalog (src/sql/catalog/merge.sql): id_map, the id
+-- crosswalk, and match_decision, the DBA's never/always decisions; both per
+-- migration (ON DELETE CASCADE), kept by pg_dump, read by all, written by
+-- the engine only.
 -- Convention in these files: every assertion is one statement starting with
 -- "SELECT " at the start of a line; nothing else starts that way.
 BEGIN;
-SELECT plan(112);
+SELECT plan(138);
 
 CREATE FUNCTION pg_temp.err(sql text) RETURNS text LANGUAGE plpgsql AS $f$
 BEGIN
@@ -69,6 +73,8 @@ SELECT has_table('customer_unify', 'migration_relation', 'table customer_unify.m
 SELECT has_table('customer_unify', 'step', 'table customer_unify.step (the frozen plan) exists');
 SELECT has_table('customer_unify', 'sync_map', 'table customer_unify.sync_map exists');
 SELECT has_table('customer_unify', 'sync_map_column', 'table customer_unify.sync_map_column exists');
+SELECT has_table('customer_unify', 'id_map', 'table customer_unify.id_map (1.2: the id crosswalk) exists');
+SELECT has_table('customer_unify', 'match_decision', 'table customer_unify.match_decision (1.2: match decisions) exists');
 
 SELECT is(pg_temp.missing('customer_unify.migration',
           '{id,name,kind,spec,state,source,owner,created_at,updated_at}'), '{}'::name[],
@@ -97,6 +103,12 @@ SELECT is(pg_temp.missing('customer_unify.sync_map',
 SELECT is(pg_temp.missing('customer_unify.sync_map_column',
           '{map_id,ord,from_column,to_column}'),
           '{}'::name[], 'sync_map_column has all its columns');
+SELECT is(pg_temp.missing('customer_unify.id_map',
+          '{migration_id,source_tag,source,old_key,old_key_type,target_key,rule,merged_at}'),
+          '{}'::name[], 'id_map has all its columns');
+SELECT is(pg_temp.missing('customer_unify.match_decision',
+          '{migration_id,decision,a_tag,a_key,b_tag,b_key,decided_by,decided_at}'),
+          '{}'::name[], 'match_decision has all its columns');
 
 SELECT col_type_is('customer_unify', 'migration', 'spec', 'jsonb', 'migration.spec is jsonb');
 SELECT col_type_is('customer_unify', 'migration', 'source', 'regclass', 'migration.source is regclass');
@@ -150,6 +162,58 @@ SELECT ok(EXISTS (SELECT 1 FROM pg_constraint
                      AND confrelid = 'customer_unify.sync_map'::regclass),
           'sync_map_column references sync_map');
 
+-- 1.2's merge catalog: exactly these columns, types, NOT NULLs and defaults, in order
+SELECT is(ARRAY(SELECT concat_ws(' ', a.attname, format_type(a.atttypid, a.atttypmod),
+                                 CASE WHEN a.attnotnull THEN 'not null' END, pg_get_expr(d.adbin, d.adrelid))
+                  FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+                 WHERE a.attrelid = 'customer_unify.id_map'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+                 ORDER BY a.attnum),
+          ARRAY['migration_id bigint not null', 'source_tag text not null', 'source regclass not null',
+                'old_key text not null', 'old_key_type regtype not null', 'target_key text not null',
+                'rule text not null', 'merged_at timestamp with time zone not null now()'],
+          'id_map''s columns: old key as text with its type, the target key, the rule, when');
+SELECT is(ARRAY(SELECT concat_ws(' ', a.attname, format_type(a.atttypid, a.atttypmod),
+                                 CASE WHEN a.attnotnull THEN 'not null' END, pg_get_expr(d.adbin, d.adrelid))
+                  FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+                 WHERE a.attrelid = 'customer_unify.match_decision'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+                 ORDER BY a.attnum),
+          ARRAY['migration_id bigint not null', 'decision text not null', 'a_tag text not null',
+                'a_key text not null', 'b_tag text not null', 'b_key text not null',
+                'decided_by name not null CURRENT_USER', 'decided_at timestamp with time zone not null now()'],
+          'match_decision''s columns: the decision, both rows by tag and key, who decided and when');
+SELECT col_is_pk('customer_unify', 'id_map', ARRAY['migration_id', 'source_tag', 'old_key']::name[],
+                 'id_map''s primary key is (migration_id, source_tag, old_key): one target per source row');
+SELECT col_is_pk('customer_unify', 'match_decision', ARRAY['migration_id', 'a_tag', 'a_key', 'b_tag', 'b_key']::name[],
+                 'match_decision''s primary key is (migration_id, a_tag, a_key, b_tag, b_key)');
+SELECT has_index('customer_unify', 'id_map', 'id_map_target', ARRAY['migration_id', 'target_key']::name[],
+                 'id_map is indexed by (migration_id, target_key), to resolve a target''s old keys');
+SELECT col_has_check('customer_unify', 'match_decision', 'decision', 'match_decision.decision has a CHECK');
+SELECT is(ARRAY(SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c
+                 WHERE c.conrelid = 'customer_unify.match_decision'::regclass AND c.contype = 'c'),
+          ARRAY['CHECK ((decision = ANY (ARRAY[''never''::text, ''always''::text])))'],
+          'the only CHECK of match_decision allows the decisions never and always');
+SELECT throws_ok($$INSERT INTO customer_unify.match_decision (migration_id, decision, a_tag, a_key, b_tag, b_key)
+                   VALUES (-1, 'maybe', 'a', '1', 'b', '2')$$, '23514', NULL,
+                 'a decision other than never or always is refused (23514)');
+SELECT fk_ok('customer_unify', 'id_map', 'migration_id', 'customer_unify', 'migration', 'id',
+             'id_map.migration_id references migration (id)');
+SELECT fk_ok('customer_unify', 'match_decision', 'migration_id', 'customer_unify', 'migration', 'id',
+             'match_decision.migration_id references migration (id)');
+SELECT is(ARRAY(SELECT c.conrelid::regclass::text || ' ' || c.confdeltype::text FROM pg_constraint c
+                 WHERE c.conrelid IN ('customer_unify.id_map'::regclass, 'customer_unify.match_decision'::regclass)
+                   AND c.contype = 'f' ORDER BY 1),
+          ARRAY['customer_unify.id_map c', 'customer_unify.match_decision c'],
+          'the id crosswalk and the decisions go with their migration (ON DELETE CASCADE), and reference nothing else');
+SELECT throws_ok($$INSERT INTO customer_unify.match_decision (migration_id, decision, a_tag, a_key, b_tag, b_key)
+                   VALUES (-1, 'never', 'a', '1', 'b', '2')$$, '23503', NULL,
+                 'a decision about no migration is refused (23503)');
+SELECT is(ARRAY(SELECT c.relname::text FROM pg_class c
+                  JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                                  AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+                  JOIN pg_extension x ON x.oid = d.refobjid AND x.extname = 'customer_unify'
+                 WHERE c.relname IN ('id_map', 'match_decision') ORDER BY 1),
+          ARRAY['id_map', 'match_decision'], 'id_map and match_decision are members of the extension');
+
 -- the registry of operations
 SELECT ok(EXISTS (SELECT 1 FROM pg_constraint
                    WHERE conrelid = 'customer_unify.migration'::regclass AND contype = 'f'
@@ -202,6 +266,31 @@ SELECT is_empty($$
      WHERE c.relnamespace = 'customer_unify'::regnamespace AND c.relkind = 'S'
        AND has_sequence_privilege('public', c.oid, p.priv)
 $$, 'PUBLIC may not use the catalog''s sequences');
+-- 1.2's merge catalog: PUBLIC reads it, writes nothing; a role without the
+-- extension owner's rights can neither insert into it nor change it
+SELECT ok(has_table_privilege('public', 'customer_unify.id_map', 'SELECT'), 'PUBLIC may SELECT id_map');
+SELECT ok(has_table_privilege('public', 'customer_unify.match_decision', 'SELECT'), 'PUBLIC may SELECT match_decision');
+SELECT is_empty($$
+    SELECT p.priv FROM (VALUES ('INSERT'), ('UPDATE'), ('DELETE'), ('TRUNCATE')) p(priv)
+     WHERE has_table_privilege('public', 'customer_unify.id_map', p.priv)
+        OR (p.priv IN ('INSERT', 'UPDATE') AND has_any_column_privilege('public', 'customer_unify.id_map', p.priv))
+$$, 'PUBLIC may not INSERT, UPDATE, DELETE or TRUNCATE id_map');
+SELECT is_empty($$
+    SELECT p.priv FROM (VALUES ('INSERT'), ('UPDATE'), ('DELETE'), ('TRUNCATE')) p(priv)
+     WHERE has_table_privilege('public', 'customer_unify.match_decision', p.priv)
+        OR (p.priv IN ('INSERT', 'UPDATE') AND has_any_column_privilege('public', 'customer_unify.match_decision', p.priv))
+$$, 'PUBLIC may not INSERT, UPDATE, DELETE or TRUNCATE match_decision');
+CREATE ROLE cu_pgtap_catalog_user NOLOGIN;
+SET LOCAL ROLE cu_pgtap_catalog_user;
+SELECT lives_ok($$SELECT count(*) FROM customer_unify.id_map, customer_unify.match_decision$$,
+                'a role with no privilege of its own reads id_map and match_decision');
+SELECT throws_ok($$INSERT INTO customer_unify.id_map (migration_id, source_tag, source, old_key, old_key_type, target_key, rule)
+                   VALUES (-1, 'a', 'pg_class', '1', 'int4', '1', 'email')$$, '42501', NULL,
+                 'that role may not INSERT into id_map (42501)');
+SELECT throws_ok($$INSERT INTO customer_unify.match_decision (migration_id, decision, a_tag, a_key, b_tag, b_key)
+                   VALUES (-1, 'never', 'a', '1', 'b', '2')$$, '42501', NULL,
+                 'that role may not INSERT into match_decision (42501)');
+RESET ROLE;
 SELECT is_empty($$
     SELECT c.oid::regclass::text || ' ' || e.privilege_type || ' to ' || e.grantee::regrole::text
       FROM pg_class c, aclexplode(c.relacl) e
@@ -244,6 +333,12 @@ SELECT ok((SELECT 'customer_unify.sync_map'::regclass::oid = ANY (extconfig)
 SELECT ok((SELECT 'customer_unify.sync_map_column'::regclass::oid = ANY (extconfig)
              FROM pg_extension WHERE extname = 'customer_unify'),
           'sync_map_column is registered with pg_extension_config_dump');
+SELECT ok((SELECT 'customer_unify.id_map'::regclass::oid = ANY (extconfig)
+             FROM pg_extension WHERE extname = 'customer_unify'),
+          'id_map is registered with pg_extension_config_dump');
+SELECT ok((SELECT 'customer_unify.match_decision'::regclass::oid = ANY (extconfig)
+             FROM pg_extension WHERE extname = 'customer_unify'),
+          'match_decision is registered with pg_extension_config_dump');
 -- The registry's rows come from the extension script itself (a restore's
 -- CREATE EXTENSION makes them), so it is the one table not dumped.
 SELECT is_empty($$
