@@ -16,7 +16,11 @@ CREATE FUNCTION pg_temp.definitions() RETURNS TABLE (kind text, name text, defin
     )
     -- functions and procedures: the whole definition, privileges, comment
     SELECT 'function', p.oid::regprocedure::text,
-           pg_get_functiondef(p.oid) || ' acl=' || coalesce(p.proacl, acldefault('f'::"char", p.proowner))::text ||
+           CASE WHEN p.prokind = 'a'
+                THEN (SELECT concat_ws(' ', 'aggregate', ag.aggtransfn::regprocedure::text, ag.aggtranstype::regtype::text,
+                                       ag.agginitval, p.proparallel)
+                        FROM pg_aggregate ag WHERE ag.aggfnoid = p.oid)
+                ELSE pg_get_functiondef(p.oid) END || ' acl=' || coalesce(p.proacl, acldefault('f'::"char", p.proowner))::text ||
            ' comment=' || coalesce(obj_description(p.oid, 'pg_proc'), '-')
       FROM members m JOIN pg_proc p ON m.classid = 'pg_proc'::regclass AND p.oid = m.objid
     UNION ALL

@@ -145,7 +145,7 @@ cu_merge_capture(PG_FUNCTION_ARGS)
  * caller may act for the owner of each of its tables.
  */
 static void
-crosswalk_check(int64 migration_id, bool allow_rolled_back)
+crosswalk_check(int64 migration_id, bool allow_planned, bool allow_rolled_back)
 {
 	Oid			types[1] = {INT8OID};
 	Datum		values[1] = {Int64GetDatum(migration_id)};
@@ -154,9 +154,10 @@ crosswalk_check(int64 migration_id, bool allow_rolled_back)
 	bool		isnull;
 	char	   *kind;
 	char	   *state;
+	char	   *name;
 
 	SPI_connect();
-	rc = SPI_execute_with_args("SELECT m.kind, m.state FROM customer_unify.migration m "
+	rc = SPI_execute_with_args("SELECT m.kind, m.state, m.name FROM customer_unify.migration m "
 							   "WHERE m.id OPERATOR(pg_catalog.=) $1", 1, types, values, NULL, true, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		ereport(ERROR,
@@ -164,15 +165,16 @@ crosswalk_check(int64 migration_id, bool allow_rolled_back)
 				 errmsg("migration %lld does not exist", (long long) migration_id)));
 	kind = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
 	if (strcmp(kind, "merge") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("migration %lld is a %s, not a merge", (long long) migration_id, kind)));
-	if (strcmp(state, "planned") == 0 || strcmp(state, "failed") == 0 ||
+				 errmsg("migration \"%s\" is a %s, not a merge", name, kind)));
+	if ((strcmp(state, "planned") == 0 && !allow_planned) || strcmp(state, "failed") == 0 ||
 		(strcmp(state, "rolled_back") == 0 && !allow_rolled_back))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("the crosswalk of merge %lld cannot change: the merge is %s", (long long) migration_id, state)));
+				 errmsg("the crosswalk of merge \"%s\" cannot change: the merge is %s", name, state)));
 	rc = SPI_execute_with_args("SELECT c.relowner, c.oid::pg_catalog.regclass::pg_catalog.text "
 							   "FROM customer_unify.migration_relation r "
 							   "JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) r.relid "
@@ -187,7 +189,7 @@ crosswalk_check(int64 migration_id, bool allow_rolled_back)
 		if (!cu_may_act_as(owner))
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-					 errmsg("permission denied for the crosswalk of merge %lld", (long long) migration_id),
+					 errmsg("permission denied for the crosswalk of merge \"%s\"", name),
 					 errdetail("Only the owner of %s may change it.",
 							   SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2))));
 	}
@@ -230,7 +232,7 @@ cu_id_map_set(PG_FUNCTION_ARGS)
 
 	crosswalk_args_not_null(fcinfo, 5);
 	migration_id = PG_GETARG_INT64(0);
-	crosswalk_check(migration_id, false);
+	crosswalk_check(migration_id, false, false);
 	for (i = 0; i < 5; i++)
 		values[i] = PG_GETARG_DATUM(i);
 	crosswalk_exec("INSERT INTO customer_unify.id_map AS x (migration_id, source_tag, source, old_key, old_key_type, target_key, rule) "
@@ -261,7 +263,7 @@ cu_id_map_delete(PG_FUNCTION_ARGS)
 
 	crosswalk_args_not_null(fcinfo, 3);
 	migration_id = PG_GETARG_INT64(0);
-	crosswalk_check(migration_id, false);
+	crosswalk_check(migration_id, false, false);
 	values[0] = PG_GETARG_DATUM(0);
 	values[1] = PG_GETARG_DATUM(1);
 	values[2] = PG_GETARG_DATUM(2);
@@ -283,7 +285,7 @@ cu_id_map_retarget(PG_FUNCTION_ARGS)
 
 	crosswalk_args_not_null(fcinfo, 3);
 	migration_id = PG_GETARG_INT64(0);
-	crosswalk_check(migration_id, false);
+	crosswalk_check(migration_id, false, false);
 	values[0] = PG_GETARG_DATUM(0);
 	values[1] = PG_GETARG_DATUM(1);
 	values[2] = PG_GETARG_DATUM(2);
@@ -306,7 +308,7 @@ cu_id_map_clear(PG_FUNCTION_ARGS)
 
 	crosswalk_args_not_null(fcinfo, 1);
 	migration_id = PG_GETARG_INT64(0);
-	crosswalk_check(migration_id, true);
+	crosswalk_check(migration_id, false, true);
 	values[0] = PG_GETARG_DATUM(0);
 	crosswalk_exec("DELETE FROM customer_unify.id_map x WHERE x.migration_id OPERATOR(pg_catalog.=) $1",
 				   1, types, values, NULL, SPI_OK_DELETE);
@@ -346,7 +348,7 @@ cu_match_decide(PG_FUNCTION_ARGS)
 	SPI_connect();
 	migration_id = cu_migration_id_by_name(name);
 	SPI_finish();
-	crosswalk_check(migration_id, false);
+	crosswalk_check(migration_id, true, false);
 	a_tag = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	a_key = text_to_cstring(PG_GETARG_TEXT_PP(3));
 	b_tag = text_to_cstring(PG_GETARG_TEXT_PP(4));

@@ -907,7 +907,8 @@ BEGIN
                                              'The compatibility view of the migration selects it by this name.');
     END LOOP;
     -- the source keeps the unique key the copy, the sync and the link use
-    IF NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+    -- (a merge: every source and the target keep their one-column primary key)
+    IF m.kind = 'split' AND NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
                     WHERE i.indrelid = m.source AND i.indisunique AND i.indimmediate AND i.indnkeyatts = 1
                       AND a.attname = m.spec->>'key_column' AND i.indpred IS NULL AND i.indexprs IS NULL) THEN
         PERFORM customer_unify._guard_refuse(m, format('cannot drop the primary key of %s', m.source::text),
@@ -960,7 +961,15 @@ BEGIN
         PERFORM customer_unify._guard_refuse(m, format('cannot drop the unique index on %I of %s', r.to_key, r.relid::regclass),
                                              'The sync triggers find the target row through it.');
     END LOOP;
-    IF m.state IN ('backfilled', 'verified', 'cut_over') AND NOT EXISTS (
+    FOR r IN
+        SELECT x.relid FROM customer_unify.migration_relation x
+         WHERE m.kind = 'merge' AND x.migration_id = m.id AND x.live AND x.role IN ('source', 'target', 'reference')
+           AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = x.relid AND i.indisprimary AND i.indnkeyatts = 1)
+    LOOP
+        PERFORM customer_unify._guard_refuse(m, format('cannot drop the primary key of %s', r.relid::regclass),
+                                             'The merge finds its rows, their crosswalk entries and their references by it.');
+    END LOOP;
+    IF m.kind = 'split' AND m.state IN ('backfilled', 'verified', 'cut_over') AND NOT EXISTS (
         SELECT 1 FROM pg_constraint c
          WHERE c.conrelid = customer_unify._relation(m.id, 'target') AND c.confrelid = m.source AND c.contype = 'f'
            AND c.confdeltype = 'c' AND c.confupdtype = 'c') THEN
@@ -993,7 +1002,7 @@ CREATE OR REPLACE FUNCTION customer_unify._security_drift(m customer_unify.migra
 AS $$
     WITH rels AS (
         SELECT x.tag, x.relid FROM customer_unify.migration_relation x
-         WHERE x.migration_id = m.id AND x.live AND x.tag IN ('target', 'view')
+         WHERE x.migration_id = m.id AND x.live AND x.tag IN ('target', 'view') AND m.kind = 'split'
     ), colmap AS (
         -- (relation tag, source column, column there)
         SELECT 'target'::text AS tag, c.from_column AS scol, c.to_column AS col
@@ -1029,11 +1038,11 @@ AS $$
     UNION ALL
     SELECT 'target', 'row level security'
       FROM pg_class s, pg_class t
-     WHERE s.oid = m.source AND t.oid = customer_unify._relation(m.id, 'target')
+     WHERE s.oid = m.source AND t.oid = customer_unify._relation(m.id, 'target') AND m.kind = 'split'
        AND (s.relrowsecurity, s.relforcerowsecurity) IS DISTINCT FROM (t.relrowsecurity, t.relforcerowsecurity)
     UNION ALL
     SELECT 'target', 'policies'
-     WHERE customer_unify._relation(m.id, 'target') IS NOT NULL
+     WHERE customer_unify._relation(m.id, 'target') IS NOT NULL AND m.kind = 'split'
        AND (SELECT coalesce(array_agg(d.polname || ':' || d.fingerprint ORDER BY d.polname), '{}')
               FROM customer_unify._policy_definitions(m.source) d)
            IS DISTINCT FROM
@@ -2064,7 +2073,10 @@ BEGIN
 END
 $$;
 
--- Does an expression type-check over a relation's row s (as type p_type)?
+-- Is an expression one expression over a relation's row s whose type can be
+-- assigned to p_type?  Expressions of the spec are the DBA's SQL, run as the
+-- tables' owner like a CHECK constraint: one expression, never a statement
+-- list, and never a dollar quote (the generated functions use them).
 CREATE OR REPLACE FUNCTION customer_unify._merge_check_expression(p_expr text, p_from text, p_type text, p_path text)
     RETURNS void
     LANGUAGE plpgsql
@@ -2073,18 +2085,35 @@ AS $$
 DECLARE
     v_state text;
     v_msg   text;
+    v_type  regtype;
 BEGIN
     IF p_expr IS NULL OR btrim(p_expr) = '' THEN
         PERFORM customer_unify._merge_fail('22023', p_path, 'an expression is required');
     END IF;
+    IF strpos(p_expr, '$') > 0 OR strpos(p_expr, ';') > 0 THEN
+        PERFORM customer_unify._merge_fail('42601', p_path, format('expression %s contains $ or ;', p_expr),
+            'An expression of the spec is one SQL expression; write string constants with single quotes.');
+    END IF;
     BEGIN
-        EXECUTE format('SELECT (%s)::%s FROM %s LIMIT 0', p_expr, p_type, p_from);
+        -- one row of NULLs gives the expression's type without reading the table
+        EXECUTE format('SELECT pg_catalog.pg_typeof(%s)::pg_catalog.regtype FROM (SELECT) AS one LEFT JOIN %s ON false WHERE $1',
+                       p_expr, p_from)
+           INTO v_type USING true;
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
         PERFORM customer_unify._merge_fail(
-            CASE WHEN v_state IN ('42703', '42883', '42804', '42846', '22P02', '42601', '42P01') THEN v_state ELSE '42P17' END,
-            p_path, format('expression %s does not work as %s: %s', p_expr, p_type, v_msg));
+            CASE WHEN v_state IN ('42703', '42883', '42804', '42846', '22P02', '42601', '42P01', '42702') THEN v_state ELSE '42P17' END,
+            p_path, format('expression %s is not valid here: %s', p_expr, v_msg));
     END;
+    IF v_type IS DISTINCT FROM p_type::regtype AND v_type <> 'unknown'::regtype
+       AND NOT EXISTS (SELECT 1 FROM pg_cast c WHERE c.castsource = v_type AND c.casttarget = p_type::regtype
+                          AND c.castcontext IN ('a', 'i'))
+       AND NOT (p_type::regtype IN ('text'::regtype, 'character varying'::regtype) AND v_type IN ('character'::regtype, 'name'::regtype))
+       AND NOT EXISTS (SELECT 1 FROM pg_type t WHERE t.oid = p_type::regtype AND t.typtype = 'd' AND t.typbasetype = v_type) THEN
+        PERFORM customer_unify._merge_fail('42804', p_path,
+            format('expression %s is of type %s, which cannot be assigned to %s', p_expr, v_type::text, p_type),
+            format('Cast it explicitly: (%s)::%s.', p_expr, p_type));
+    END IF;
 END
 $$;
 
@@ -2443,6 +2472,14 @@ BEGIN
             'fk', left(v_ref.relname || '_' || v_newcol, 58) || '_fkey');
     END LOOP;
 
+    -- one owner: the merge's triggers write the target and the references as it
+    IF (SELECT count(DISTINCT c.relowner) FROM jsonb_array_elements(v_rels) e JOIN pg_class c ON c.oid = (e->>'relid')::oid) > 1 THEN
+        PERFORM customer_unify._merge_fail('42501', '$',
+            'the tables of a merge must have one owner: ' ||
+            (SELECT string_agg(format('%s (%s)', c.oid::regclass, pg_get_userbyid(c.relowner)), ', ' ORDER BY c.oid::regclass::text)
+               FROM jsonb_array_elements(v_rels) e JOIN pg_class c ON c.oid = (e->>'relid')::oid),
+            'Its triggers write the target and the referencing tables as the sources'' owner; ALTER TABLE ... OWNER TO one role first.');
+    END IF;
     RETURN jsonb_build_object(
         'source', v_first,
         'spec', jsonb_build_object(
@@ -2830,6 +2867,7 @@ $body$$f$, w, 'ref_' || (v_ref->>'n'), v_ref->>'new_column', t.key_type, m.id, v
             format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE OF %I, %I ON %s FOR EACH ROW EXECUTE FUNCTION %s.%I()',
                    v_trg, v_ref->>'column', v_ref->>'new_column', v_name, w, 'ref_' || (v_ref->>'n')),
             format('DROP TRIGGER IF EXISTS %I ON %s', v_trg, v_name), 'SHARE ROW EXCLUSIVE', v_name);
+        v_steps := v_steps || customer_unify._b_step(format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', v_name, v_trg), NULL, 'SHARE ROW EXCLUSIVE', v_name);
         v_steps := v_steps || customer_unify._b_step(
             format('ALTER TABLE %s ADD CONSTRAINT %I FOREIGN KEY (%I) REFERENCES %s (%I) NOT VALID',
                    v_name, v_ref->>'fk', v_ref->>'new_column', t.name, t.key),

@@ -114,7 +114,8 @@ BEGIN
                                              'The compatibility view of the migration selects it by this name.');
     END LOOP;
     -- the source keeps the unique key the copy, the sync and the link use
-    IF NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+    -- (a merge: every source and the target keep their one-column primary key)
+    IF m.kind = 'split' AND NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
                     WHERE i.indrelid = m.source AND i.indisunique AND i.indimmediate AND i.indnkeyatts = 1
                       AND a.attname = m.spec->>'key_column' AND i.indpred IS NULL AND i.indexprs IS NULL) THEN
         PERFORM customer_unify._guard_refuse(m, format('cannot drop the primary key of %s', m.source::text),
@@ -167,7 +168,15 @@ BEGIN
         PERFORM customer_unify._guard_refuse(m, format('cannot drop the unique index on %I of %s', r.to_key, r.relid::regclass),
                                              'The sync triggers find the target row through it.');
     END LOOP;
-    IF m.state IN ('backfilled', 'verified', 'cut_over') AND NOT EXISTS (
+    FOR r IN
+        SELECT x.relid FROM customer_unify.migration_relation x
+         WHERE m.kind = 'merge' AND x.migration_id = m.id AND x.live AND x.role IN ('source', 'target', 'reference')
+           AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = x.relid AND i.indisprimary AND i.indnkeyatts = 1)
+    LOOP
+        PERFORM customer_unify._guard_refuse(m, format('cannot drop the primary key of %s', r.relid::regclass),
+                                             'The merge finds its rows, their crosswalk entries and their references by it.');
+    END LOOP;
+    IF m.kind = 'split' AND m.state IN ('backfilled', 'verified', 'cut_over') AND NOT EXISTS (
         SELECT 1 FROM pg_constraint c
          WHERE c.conrelid = customer_unify._relation(m.id, 'target') AND c.confrelid = m.source AND c.contype = 'f'
            AND c.confdeltype = 'c' AND c.confupdtype = 'c') THEN
@@ -200,7 +209,7 @@ CREATE OR REPLACE FUNCTION customer_unify._security_drift(m customer_unify.migra
 AS $$
     WITH rels AS (
         SELECT x.tag, x.relid FROM customer_unify.migration_relation x
-         WHERE x.migration_id = m.id AND x.live AND x.tag IN ('target', 'view')
+         WHERE x.migration_id = m.id AND x.live AND x.tag IN ('target', 'view') AND m.kind = 'split'
     ), colmap AS (
         -- (relation tag, source column, column there)
         SELECT 'target'::text AS tag, c.from_column AS scol, c.to_column AS col
@@ -236,11 +245,11 @@ AS $$
     UNION ALL
     SELECT 'target', 'row level security'
       FROM pg_class s, pg_class t
-     WHERE s.oid = m.source AND t.oid = customer_unify._relation(m.id, 'target')
+     WHERE s.oid = m.source AND t.oid = customer_unify._relation(m.id, 'target') AND m.kind = 'split'
        AND (s.relrowsecurity, s.relforcerowsecurity) IS DISTINCT FROM (t.relrowsecurity, t.relforcerowsecurity)
     UNION ALL
     SELECT 'target', 'policies'
-     WHERE customer_unify._relation(m.id, 'target') IS NOT NULL
+     WHERE customer_unify._relation(m.id, 'target') IS NOT NULL AND m.kind = 'split'
        AND (SELECT coalesce(array_agg(d.polname || ':' || d.fingerprint ORDER BY d.polname), '{}')
               FROM customer_unify._policy_definitions(m.source) d)
            IS DISTINCT FROM
