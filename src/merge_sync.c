@@ -411,3 +411,118 @@ cu_first_sfunc(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_DATUM(PG_GETARG_DATUM(0));
 }
+
+/* ---------------------------------------------------------- held clusters */
+
+PG_FUNCTION_INFO_V1(cu_merge_hold);
+
+/* _merge_hold(migration, target key, reason): the target refused this cluster's row. */
+Datum
+cu_merge_hold(PG_FUNCTION_ARGS)
+{
+	Oid			types[3] = {INT8OID, TEXTOID, TEXTOID};
+	Datum		values[3];
+
+	crosswalk_args_not_null(fcinfo, 3);
+	crosswalk_check(PG_GETARG_INT64(0), false, false);
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = PG_GETARG_DATUM(1);
+	values[2] = PG_GETARG_DATUM(2);
+	crosswalk_exec("INSERT INTO customer_unify.merge_held AS h (migration_id, target_key, reason) VALUES ($1, $2, $3) "
+				   "ON CONFLICT (migration_id, target_key) DO UPDATE SET reason = EXCLUDED.reason, held_at = pg_catalog.now()",
+				   3, types, values, NULL, SPI_OK_INSERT);
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(cu_merge_release);
+
+/* _merge_release(migration, target keys text[]): these clusters are no longer held. */
+Datum
+cu_merge_release(PG_FUNCTION_ARGS)
+{
+	Oid			types[2] = {INT8OID, TEXTARRAYOID};
+	Datum		values[2];
+
+	crosswalk_args_not_null(fcinfo, 2);
+	crosswalk_check(PG_GETARG_INT64(0), false, true);
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = PG_GETARG_DATUM(1);
+	crosswalk_exec("DELETE FROM customer_unify.merge_held h WHERE h.migration_id OPERATOR(pg_catalog.=) $1 "
+				   "AND h.target_key OPERATOR(pg_catalog.=) ANY ($2)",
+				   2, types, values, NULL, SPI_OK_DELETE);
+	PG_RETURN_INT32((int32) SPI_processed);
+}
+
+/* ---------------------------------------------------------- DBA actions */
+
+PG_FUNCTION_INFO_V1(cu_merge_apply);
+
+/*
+ * _merge_apply(migration, source tag, keys text[], targets text[]): match
+ * the given rows of one source again and recompute the given clusters, as
+ * the tables' owner and under the loop guard, as the capture trigger does
+ * (unmerge and rematch use it; the merge's own writes of the target must
+ * not look like the application's).
+ */
+Datum
+cu_merge_apply(PG_FUNCTION_ARGS)
+{
+	int64		migration_id;
+	char	   *tag;
+	Oid			types[2] = {INT8OID, TEXTOID};
+	Datum		values[2];
+	Oid			tparams[1] = {TEXTARRAYOID};
+	Datum		tvalues[1];
+	char	   *schema;
+	Oid			owner;
+	int			rc;
+	bool		isnull;
+
+	crosswalk_args_not_null(fcinfo, 2);
+	migration_id = PG_GETARG_INT64(0);
+	tag = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	crosswalk_check(migration_id, false, false);
+	values[0] = Int64GetDatum(migration_id);
+	values[1] = CStringGetTextDatum(tag);
+	SPI_connect();
+	rc = SPI_execute_with_args("SELECT m.spec->>'work_schema', c.relowner FROM customer_unify.migration m "
+							   "JOIN customer_unify.migration_relation r ON r.migration_id OPERATOR(pg_catalog.=) m.id "
+							   "  AND r.tag OPERATOR(pg_catalog.=) $2 "
+							   "JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) r.relid "
+							   "WHERE m.id OPERATOR(pg_catalog.=) $1",
+							   2, types, values, NULL, true, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"%s\" is not a source tag of merge %lld", tag, (long long) migration_id)));
+	schema = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	cu_guard_push(migration_id);
+	PG_TRY();
+	{
+		if (!PG_ARGISNULL(2))
+		{
+			tvalues[0] = PG_GETARG_DATUM(2);
+			rc = cu_spi_as(owner, true, psprintf("SELECT %s.%s($1)", quote_identifier(schema),
+												 quote_identifier(psprintf("apply_%s", tag))),
+						   NULL, 1, tparams, tvalues, NULL, false, 0);
+			if (rc != SPI_OK_SELECT)
+				elog(ERROR, "customer_unify: the merge's apply function failed");
+		}
+		if (!PG_ARGISNULL(3))
+		{
+			tvalues[0] = PG_GETARG_DATUM(3);
+			rc = cu_spi_as(owner, true, psprintf("SELECT %s.recompute($1)", quote_identifier(schema)),
+						   NULL, 1, tparams, tvalues, NULL, false, 0);
+			if (rc != SPI_OK_SELECT)
+				elog(ERROR, "customer_unify: the merge's recompute failed");
+		}
+	}
+	PG_FINALLY();
+	{
+		cu_guard_pop();
+	}
+	PG_END_TRY();
+	SPI_finish();
+	PG_RETURN_VOID();
+}

@@ -54,6 +54,22 @@ SELECT pg_catalog.pg_extension_config_dump('customer_unify.id_map', '');
 SELECT pg_catalog.pg_extension_config_dump('customer_unify.match_decision', '');
 
 GRANT SELECT ON customer_unify.id_map, customer_unify.match_decision TO PUBLIC;
+
+-- Clusters whose merged row the target refuses (a unique constraint of the
+-- target that the match rules do not cover, e.g. two people with one
+-- placeholder email): held for the DBA instead of failing the write that
+-- formed them.  References to them stay empty until they are resolved.
+CREATE TABLE customer_unify.merge_held (
+    migration_id bigint NOT NULL REFERENCES customer_unify.migration (id) ON DELETE CASCADE,
+    target_key   text NOT NULL,
+    reason       text NOT NULL,
+    held_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (migration_id, target_key)
+);
+COMMENT ON TABLE customer_unify.merge_held IS
+    'Clusters of a merge held for review: the target refused their merged row (the reason says why); verify and cutover wait until they are resolved.';
+SELECT pg_catalog.pg_extension_config_dump('customer_unify.merge_held', '');
+GRANT SELECT ON customer_unify.merge_held TO PUBLIC;
 -------------------------------------------------------------------------------
 -- engine.sql: the engine's C entry points and its SQL helpers.
 --
@@ -2009,6 +2025,12 @@ CREATE OR REPLACE FUNCTION customer_unify._id_map_retarget(migration bigint, fro
     RETURNS int LANGUAGE c AS 'MODULE_PATHNAME', 'cu_id_map_retarget';
 CREATE OR REPLACE FUNCTION customer_unify._id_map_clear(migration bigint)
     RETURNS int LANGUAGE c AS 'MODULE_PATHNAME', 'cu_id_map_clear';
+CREATE OR REPLACE FUNCTION customer_unify._merge_apply(migration bigint, tag text, keys text[], targets text[])
+    RETURNS void LANGUAGE c AS 'MODULE_PATHNAME', 'cu_merge_apply';
+CREATE OR REPLACE FUNCTION customer_unify._merge_hold(migration bigint, target_key text, reason text)
+    RETURNS void LANGUAGE c AS 'MODULE_PATHNAME', 'cu_merge_hold';
+CREATE OR REPLACE FUNCTION customer_unify._merge_release(migration bigint, target_keys text[])
+    RETURNS int LANGUAGE c AS 'MODULE_PATHNAME', 'cu_merge_release';
 CREATE OR REPLACE FUNCTION customer_unify.merge_capture() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'cu_merge_capture';
 COMMENT ON FUNCTION customer_unify.merge_capture() IS
@@ -2626,12 +2648,13 @@ BEGIN
             v_follow := v_follow || format(
                 E'    UPDATE ONLY %s x SET %I = im.target_key::%s FROM customer_unify.id_map im\n'
                  '     WHERE im.migration_id = %s AND im.source_tag = %L AND im.old_key = x.%I::text\n'
+                 '       AND NOT EXISTS (SELECT 1 FROM customer_unify.merge_held h WHERE h.migration_id = im.migration_id AND h.target_key = im.target_key)\n'
                  '       AND x.%I::text = ANY (p_keys) AND x.%I IS DISTINCT FROM im.target_key::%s;\n',
                 customer_unify._b_name((r->>'relid')::oid::regclass), r->>'new_column', t.key_type, m.id, v_tag,
                 r->>'column', r->>'column', r->>'new_column', t.key_type);
         END IF;
     END LOOP;
-    RETURN format($f$CREATE OR REPLACE FUNCTION %1$s.%2$I(p_keys text[]) RETURNS bigint
+    RETURN format($f$CREATE OR REPLACE FUNCTION %1$s.%2$I(p_keys text[], p_refresh_keys boolean DEFAULT true) RETURNS bigint
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $body$
@@ -2658,15 +2681,22 @@ BEGIN
         END IF;
         PERFORM customer_unify._id_map_delete(%6$s, %7$L, v_gone);
     END IF;
-    -- their match keys now
-    DELETE FROM %1$s.match_key mk WHERE mk.src = %7$L AND mk.skey = ANY (p_keys);
-    INSERT INTO %1$s.match_key (src, skey, rule, mkey)
-    SELECT %7$L, m.skey, x.rule, x.mkey
-      FROM (SELECT s.%4$s::text AS skey, %9$s FROM ONLY %3$s s WHERE s.%4$s = ANY (p_keys::%5$s[])) m
-     CROSS JOIN LATERAL (VALUES %10$s) x(rule, mkey)
-     WHERE x.mkey IS NOT NULL AND btrim(x.mkey) <> ''
-       AND NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(%11$L::jsonb) r
-                        WHERE r->>'rule' = x.rule AND r->'stop' ? x.mkey);
+    -- their match keys now (the backfill computes every source's keys
+    -- first, so that a key's frequency is known before anything matches)
+    DELETE FROM %1$s.match_key mk WHERE mk.src = %7$L AND mk.skey = ANY (v_gone);
+    IF p_refresh_keys IS NOT FALSE THEN
+        DELETE FROM %1$s.match_key mk WHERE mk.src = %7$L AND mk.skey = ANY (p_keys);
+        INSERT INTO %1$s.match_key (src, skey, rule, mkey)
+        SELECT %7$L, m.skey, x.rule, x.mkey
+          FROM (SELECT s.%4$s::text AS skey, %9$s FROM ONLY %3$s s WHERE s.%4$s = ANY (p_keys::%5$s[])) m
+         CROSS JOIN LATERAL (VALUES %10$s) x(rule, mkey)
+         WHERE x.mkey IS NOT NULL AND btrim(x.mkey) <> ''
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(%11$L::jsonb) r
+                            WHERE r->>'rule' = x.rule AND r->'stop' ? x.mkey);
+    END IF;
+    IF p_refresh_keys IS NULL THEN
+        RETURN cardinality(p_keys);       -- the keys only (the backfill's first pass)
+    END IF;
     -- each row joins the cluster of the rows it shares a usable key with
     FOR v_k IN SELECT k FROM unnest(p_keys) k WHERE NOT (k = ANY (v_gone)) ORDER BY k LOOP
         v_old := (SELECT im.target_key FROM customer_unify.id_map im
@@ -2747,6 +2777,11 @@ BEGIN
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $body$
+DECLARE
+    v_keys   text[];
+    v_k      text;
+    v_msg    text;
+    v_detail text;
 BEGIN
     IF p_targets IS NULL OR cardinality(p_targets) = 0 THEN
         RETURN;
@@ -2756,12 +2791,32 @@ BEGIN
         SELECT x.k::%4$s FROM (SELECT DISTINCT k FROM unnest(p_targets) k WHERE k IS NOT NULL) x
          WHERE NOT %5$s
            AND NOT EXISTS (SELECT 1 FROM customer_unify.id_map im WHERE im.migration_id = %6$s AND im.target_key = x.k)));
-    INSERT INTO %2$s AS t (%3$I, %7$s)
-    SELECT v.tkey::%4$s, %9$s
-      FROM %1$s.survivors v
-     WHERE v.tkey = ANY (ARRAY(SELECT x.k FROM (SELECT DISTINCT k FROM unnest(p_targets) k WHERE k IS NOT NULL) x WHERE NOT %5$s))
-    ON CONFLICT (%3$I) DO UPDATE SET %8$s
-     WHERE (%10$s) IS DISTINCT FROM (%11$s);
+    v_keys := ARRAY(SELECT x.k FROM (SELECT DISTINCT k FROM unnest(p_targets) k WHERE k IS NOT NULL) x WHERE NOT %5$s);
+    PERFORM customer_unify._merge_release(%6$s, p_targets);
+    BEGIN
+        INSERT INTO %2$s AS t (%3$I, %7$s)
+        SELECT v.tkey::%4$s, %9$s
+          FROM %1$s.survivors v
+         WHERE v.tkey = ANY (v_keys)
+        ON CONFLICT (%3$I) DO UPDATE SET %8$s
+         WHERE (%10$s) IS DISTINCT FROM (%11$s);
+    EXCEPTION WHEN unique_violation OR exclusion_violation THEN
+        -- one cluster at a time: the ones the target refuses are held for review
+        FOREACH v_k IN ARRAY v_keys LOOP
+            BEGIN
+                INSERT INTO %2$s AS t (%3$I, %7$s)
+                SELECT v.tkey::%4$s, %9$s
+                  FROM %1$s.survivors v
+                 WHERE v.tkey = v_k
+                ON CONFLICT (%3$I) DO UPDATE SET %8$s
+                 WHERE (%10$s) IS DISTINCT FROM (%11$s);
+            EXCEPTION WHEN unique_violation OR exclusion_violation THEN
+                GET STACKED DIAGNOSTICS v_msg = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;
+                PERFORM customer_unify._merge_hold(%6$s, v_k, v_msg || coalesce(': ' || v_detail, ''));
+                DELETE FROM ONLY %2$s t WHERE t.%3$I = v_k::%4$s;
+            END;
+        END LOOP;
+    END;
 END
 $body$$f$,
         w, t.name, t.key, t.key_type, v_anchor, m.id, v_cols, v_set,
@@ -2838,6 +2893,9 @@ BEGIN
     v_steps := v_steps || customer_unify._b_step(format('CREATE INDEX match_key_value ON %s.match_key (rule, mkey)', w));
     v_steps := v_steps || customer_unify._b_step(format('CREATE VIEW %s.survivors AS %s', w, customer_unify._merge_survivors_sql(m)));
     v_steps := v_steps || customer_unify._b_step(format(
+        'CREATE VIEW %s.stored_survivors AS SELECT v.* FROM %s.survivors v WHERE NOT EXISTS '
+        '(SELECT 1 FROM customer_unify.merge_held h WHERE h.migration_id = %s AND h.target_key = v.tkey)', w, w, m.id));
+    v_steps := v_steps || customer_unify._b_step(format(
         'CREATE VIEW %s.merged_rows AS SELECT t.* FROM ONLY %s t WHERE %s',
         w, t.name, CASE WHEN v_create THEN 'true'
                         ELSE format('NOT EXISTS (SELECT 1 FROM customer_unify.id_map ia WHERE ia.migration_id = %s AND ia.source_tag = %L AND ia.old_key = t.%I::text)',
@@ -2858,7 +2916,9 @@ BEGIN
 AS $body$
 BEGIN
     NEW.%I := (SELECT im.target_key::%s FROM customer_unify.id_map im
-                WHERE im.migration_id = %s AND im.source_tag = %L AND im.old_key = NEW.%I::text);
+                WHERE im.migration_id = %s AND im.source_tag = %L AND im.old_key = NEW.%I::text
+                  AND NOT EXISTS (SELECT 1 FROM customer_unify.merge_held h
+                                   WHERE h.migration_id = im.migration_id AND h.target_key = im.target_key));
     RETURN NEW;
 END
 $body$$f$, w, 'ref_' || (v_ref->>'n'), v_ref->>'new_column', t.key_type, m.id, v_ref->>'source', v_ref->>'column'));
@@ -2869,7 +2929,9 @@ $body$$f$, w, 'ref_' || (v_ref->>'n'), v_ref->>'new_column', t.key_type, m.id, v
             format('DROP TRIGGER IF EXISTS %I ON %s', v_trg, v_name), 'SHARE ROW EXCLUSIVE', v_name);
         v_steps := v_steps || customer_unify._b_step(format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', v_name, v_trg), NULL, 'SHARE ROW EXCLUSIVE', v_name);
         v_steps := v_steps || customer_unify._b_step(
-            format('ALTER TABLE %s ADD CONSTRAINT %I FOREIGN KEY (%I) REFERENCES %s (%I) NOT VALID',
+            -- a person the merge removes (its last source row was deleted) leaves the
+            -- reference empty, as the old column, which nothing else checks, would dangle
+            format('ALTER TABLE %s ADD CONSTRAINT %I FOREIGN KEY (%I) REFERENCES %s (%I) ON DELETE SET NULL NOT VALID',
                    v_name, v_ref->>'fk', v_ref->>'new_column', t.name, t.key),
             NULL, 'SHARE ROW EXCLUSIVE', v_name || ', ' || t.name);
     END LOOP;
@@ -2881,11 +2943,11 @@ $body$$f$, w, 'ref_' || (v_ref->>'n'), v_ref->>'new_column', t.key_type, m.id, v
         v_steps := v_steps || customer_unify._b_step(
             format($f$DO $do$ BEGIN EXECUTE pg_catalog.format(%L, %L::pg_catalog.regprocedure::pg_catalog.oid); EXECUTE pg_catalog.format(%L, %L::pg_catalog.regprocedure::pg_catalog.oid); EXECUTE pg_catalog.format(%L, %L::pg_catalog.regprocedure::pg_catalog.oid); END $do$$f$,
                    format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS customer_unify_new FOR EACH STATEMENT EXECUTE FUNCTION customer_unify.merge_capture(%L, %L, %%L)',
-                          v_trg || '_ins', v_name, m.id, v_src->>'tag'), w || '.' || quote_ident('apply_' || (v_src->>'tag')) || '(text[])',
+                          v_trg || '_ins', v_name, m.id, v_src->>'tag'), w || '.' || quote_ident('apply_' || (v_src->>'tag')) || '(text[],boolean)',
                    format('CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS customer_unify_old NEW TABLE AS customer_unify_new FOR EACH STATEMENT EXECUTE FUNCTION customer_unify.merge_capture(%L, %L, %%L)',
-                          v_trg || '_upd', v_name, m.id, v_src->>'tag'), w || '.' || quote_ident('apply_' || (v_src->>'tag')) || '(text[])',
+                          v_trg || '_upd', v_name, m.id, v_src->>'tag'), w || '.' || quote_ident('apply_' || (v_src->>'tag')) || '(text[],boolean)',
                    format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS customer_unify_old FOR EACH STATEMENT EXECUTE FUNCTION customer_unify.merge_capture(%L, %L, %%L)',
-                          v_trg || '_del', v_name, m.id, v_src->>'tag'), w || '.' || quote_ident('apply_' || (v_src->>'tag')) || '(text[])'),
+                          v_trg || '_del', v_name, m.id, v_src->>'tag'), w || '.' || quote_ident('apply_' || (v_src->>'tag')) || '(text[],boolean)'),
             format('DROP TRIGGER IF EXISTS %I ON %s; DROP TRIGGER IF EXISTS %I ON %s; DROP TRIGGER IF EXISTS %I ON %s',
                    v_trg || '_ins', v_name, v_trg || '_upd', v_name, v_trg || '_del', v_name),
             'SHARE ROW EXCLUSIVE', v_name);
@@ -3028,26 +3090,30 @@ AS $$
     WITH src AS (
         SELECT e AS s, row_number() OVER (ORDER BY (e->>'priority')::int, e->>'tag') AS n
           FROM jsonb_array_elements(m.spec->'sources') e
+    ), pass AS (
+        -- a: every source's match keys; b: matching, in priority order
+        SELECT 'a' AS p, 'NULL' AS refresh UNION ALL SELECT 'b', 'false'
     ), t AS (SELECT * FROM customer_unify._merge_target(m))
-    SELECT format('a%s_%s', lpad(src.n::text, 2, '0'), src.s->>'tag'), (src.s->>'key_type')::regtype,
+    SELECT format('%s%s_%s', pass.p, lpad(src.n::text, 2, '0'), src.s->>'tag'), (src.s->>'key_type')::regtype,
            jsonb_build_object('source_tag', src.s->>'tag', 'key', src.s->>'key',
                'batch_first', format('WITH b AS MATERIALIZED (SELECT s.%1$I AS k FROM ONLY %2$s s WHERE NOT (s.%1$I > $2) ORDER BY s.%1$I LIMIT $3), '
-                                     'a AS MATERIALIZED (SELECT %3$s.%4$I(ARRAY(SELECT b.k::text FROM b)) AS n) '
+                                     'a AS MATERIALIZED (SELECT %3$s.%4$I(ARRAY(SELECT b.k::text FROM b), %5$s) AS n) '
                                      'SELECT (SELECT b.k FROM b ORDER BY b.k DESC LIMIT 1), (SELECT pg_catalog.count(*) FROM b) FROM a',
                                      src.s->>'key', customer_unify._b_name((src.s->>'relid')::oid::regclass),
-                                     quote_ident(m.spec->>'work_schema'), 'apply_' || (src.s->>'tag')),
+                                     quote_ident(m.spec->>'work_schema'), 'apply_' || (src.s->>'tag'), pass.refresh),
                'batch', format('WITH b AS MATERIALIZED (SELECT s.%1$I AS k FROM ONLY %2$s s WHERE s.%1$I > $1 AND NOT (s.%1$I > $2) ORDER BY s.%1$I LIMIT $3), '
-                               'a AS MATERIALIZED (SELECT %3$s.%4$I(ARRAY(SELECT b.k::text FROM b)) AS n) '
+                               'a AS MATERIALIZED (SELECT %3$s.%4$I(ARRAY(SELECT b.k::text FROM b), %5$s) AS n) '
                                'SELECT (SELECT b.k FROM b ORDER BY b.k DESC LIMIT 1), (SELECT pg_catalog.count(*) FROM b) FROM a',
                                src.s->>'key', customer_unify._b_name((src.s->>'relid')::oid::regclass),
-                               quote_ident(m.spec->>'work_schema'), 'apply_' || (src.s->>'tag')))
-      FROM src
+                               quote_ident(m.spec->>'work_schema'), 'apply_' || (src.s->>'tag'), pass.refresh))
+      FROM src, pass
     UNION ALL
-    SELECT format('b%s_ref', lpad(r->>'n', 2, '0')), (SELECT a.atttypid::regtype FROM pg_attribute a WHERE a.attrelid = (r->>'relid')::oid AND a.attname = r->>'key'),
+    SELECT format('c%s_ref', lpad(r->>'n', 2, '0')), (SELECT a.atttypid::regtype FROM pg_attribute a WHERE a.attrelid = (r->>'relid')::oid AND a.attname = r->>'key'),
            jsonb_build_object('source_tag', r->>'tag', 'key', r->>'key',
                'batch_first', format('WITH b AS MATERIALIZED (SELECT x.%1$I AS k FROM ONLY %2$s x WHERE NOT (x.%1$I > $2) ORDER BY x.%1$I LIMIT $3), '
                                      'u AS (UPDATE ONLY %2$s x SET %3$I = im.target_key::%4$s FROM b, customer_unify.id_map im '
                                      'WHERE x.%1$I = b.k AND im.migration_id = %5$s AND im.source_tag = %6$L AND im.old_key = x.%7$I::text '
+                                     'AND NOT EXISTS (SELECT 1 FROM customer_unify.merge_held h WHERE h.migration_id = %5$s AND h.target_key = im.target_key) '
                                      'AND x.%3$I IS DISTINCT FROM im.target_key::%4$s RETURNING 1) '
                                      'SELECT (SELECT b.k FROM b ORDER BY b.k DESC LIMIT 1), (SELECT pg_catalog.count(*) FROM b) + 0 * (SELECT pg_catalog.count(*) FROM u)',
                                      r->>'key', customer_unify._b_name((r->>'relid')::oid::regclass), r->>'new_column', t.key_type,
@@ -3055,6 +3121,7 @@ AS $$
                'batch', format('WITH b AS MATERIALIZED (SELECT x.%1$I AS k FROM ONLY %2$s x WHERE x.%1$I > $1 AND NOT (x.%1$I > $2) ORDER BY x.%1$I LIMIT $3), '
                                'u AS (UPDATE ONLY %2$s x SET %3$I = im.target_key::%4$s FROM b, customer_unify.id_map im '
                                'WHERE x.%1$I = b.k AND im.migration_id = %5$s AND im.source_tag = %6$L AND im.old_key = x.%7$I::text '
+                                     'AND NOT EXISTS (SELECT 1 FROM customer_unify.merge_held h WHERE h.migration_id = %5$s AND h.target_key = im.target_key) '
                                'AND x.%3$I IS DISTINCT FROM im.target_key::%4$s RETURNING 1) '
                                'SELECT (SELECT b.k FROM b ORDER BY b.k DESC LIMIT 1), (SELECT pg_catalog.count(*) FROM b) + 0 * (SELECT pg_catalog.count(*) FROM u)',
                                r->>'key', customer_unify._b_name((r->>'relid')::oid::regclass), r->>'new_column', t.key_type,
@@ -3108,9 +3175,13 @@ BEGIN
     END LOOP;
     -- every cluster has its target row; every merged row has members
     EXECUTE format('SELECT count(DISTINCT im.target_key) FROM customer_unify.id_map im WHERE im.migration_id = %s '
-                   'AND NOT EXISTS (SELECT 1 FROM ONLY %s t WHERE t.%I = im.target_key::%s)', m.id, t.name, t.key, t.key_type)
+                   'AND NOT EXISTS (SELECT 1 FROM ONLY %s t WHERE t.%I = im.target_key::%s) '
+                   'AND NOT EXISTS (SELECT 1 FROM customer_unify.merge_held h WHERE h.migration_id = im.migration_id AND h.target_key = im.target_key)',
+                   m.id, t.name, t.key, t.key_type)
        INTO v_m;
     check_name := 'clusters without a target row'; expected := '0'; actual := v_m::text; ok := v_m = 0; RETURN NEXT;
+    SELECT count(*) INTO v_m FROM customer_unify.merge_held h WHERE h.migration_id = m.id;
+    check_name := 'clusters held for review'; expected := '0'; actual := v_m::text; ok := v_m = 0; RETURN NEXT;
     EXECUTE format('SELECT count(*) FROM %s.merged_rows t WHERE NOT EXISTS (SELECT 1 FROM customer_unify.id_map im '
                    'WHERE im.migration_id = %s AND im.target_key = t.%I::text)', w, m.id, t.key)
        INTO v_m;
@@ -3135,8 +3206,8 @@ BEGIN
     check_name := 'match keys shared by two target rows'; expected := '0'; actual := v_m::text; ok := v_m = 0; RETURN NEXT;
     -- the merged rows hold what survivorship chooses now
     RETURN QUERY SELECT 'survivorship: ' || c.check_name, c.expected, c.actual, c.ok FROM customer_unify._compare(
-        (m.spec->>'work_schema' || '.survivors')::regclass, 's.tkey',
-        (m.spec->>'work_schema' || '.merged_rows')::regclass, format('t.%I::text', t.key),
+        (quote_ident(m.spec->>'work_schema') || '.stored_survivors')::regclass, 's.tkey',
+        (quote_ident(m.spec->>'work_schema') || '.merged_rows')::regclass, format('t.%I::text', t.key),
         format('t.%I::text = s.tkey', t.key),
         -- where survivorship has no value, a column's default stood in (recompute)
         (SELECT jsonb_agg(jsonb_build_object('name', c2,
@@ -3149,6 +3220,7 @@ BEGIN
     FOR v_ref IN SELECT e FROM jsonb_array_elements(m.spec->'references') e ORDER BY (e->>'n')::int LOOP
         EXECUTE format('SELECT count(*) FROM ONLY %s x LEFT JOIN customer_unify.id_map im ON im.migration_id = %s '
                        'AND im.source_tag = %L AND im.old_key = x.%I::text '
+                       'AND NOT EXISTS (SELECT 1 FROM customer_unify.merge_held h WHERE h.migration_id = im.migration_id AND h.target_key = im.target_key) '
                        'WHERE x.%I IS NOT NULL AND x.%I IS DISTINCT FROM im.target_key::%s',
                        customer_unify._b_name((v_ref->>'relid')::oid::regclass), m.id, v_ref->>'source', v_ref->>'column',
                        v_ref->>'column', v_ref->>'new_column', t.key_type)
@@ -3255,10 +3327,11 @@ CREATE OR REPLACE FUNCTION customer_unify.decide(name text, decision text, a_tag
 COMMENT ON FUNCTION customer_unify.decide(text, text, text, text, text, text) IS
     'Stores a manual decision about two source rows of a merge (never: keep them apart; always: merge them); it survives re-runs of the match.';
 
--- Split a wrongly merged person back into one target row per source row,
--- with "never" decisions between them, and send references back.
-CREATE OR REPLACE FUNCTION customer_unify.unmerge(name text, target_key text)
-    RETURNS TABLE (source_tag text, old_key text, new_target_key text)
+-- Split a wrongly merged person: one row out of its cluster (source_tag and
+-- old_key given), or every row into a cluster of its own; "never"
+-- decisions keep them apart from then on, and their references follow.
+CREATE OR REPLACE FUNCTION customer_unify.unmerge(name text, target_key text, source_tag text DEFAULT NULL, old_key text DEFAULT NULL)
+    RETURNS TABLE (row_tag text, row_key text, new_target_key text, held boolean)
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -3267,6 +3340,7 @@ DECLARE
     w text;
     r record;
     p record;
+    v_moved text[] := '{}';
 BEGIN
     IF m.kind <> 'merge' THEN
         RAISE EXCEPTION 'migration "%" is a %, not a merge', m.name, m.kind USING ERRCODE = 'wrong_object_type';
@@ -3279,43 +3353,91 @@ BEGIN
         RAISE EXCEPTION 'merge "%" has no person with target key %', m.name, unmerge.target_key
             USING ERRCODE = 'no_data_found';
     END IF;
+    IF (unmerge.source_tag IS NULL) <> (unmerge.old_key IS NULL) THEN
+        RAISE EXCEPTION 'give both source_tag and old_key, or neither' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF unmerge.source_tag IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM customer_unify.id_map im WHERE im.migration_id = m.id AND im.target_key = unmerge.target_key
+           AND im.source_tag = unmerge.source_tag AND im.old_key = unmerge.old_key) THEN
+        RAISE EXCEPTION 'row %:% is not part of person %', unmerge.source_tag, unmerge.old_key, unmerge.target_key
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    IF unmerge.source_tag = 'target' THEN
+        RAISE EXCEPTION 'the surviving table''s own row % cannot leave its person', unmerge.old_key
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Unmerge the other rows from it instead.';
+    END IF;
     w := quote_ident(m.spec->>'work_schema');
-    -- every pair of its rows: never again
-    FOR p IN SELECT a.source_tag AS at, a.old_key AS ak, b.source_tag AS bt, b.old_key AS bk
-               FROM customer_unify.id_map a JOIN customer_unify.id_map b
-                 ON b.migration_id = a.migration_id AND b.target_key = a.target_key AND (a.source_tag, a.old_key) < (b.source_tag, b.old_key)
-              WHERE a.migration_id = m.id AND a.target_key = unmerge.target_key LOOP
-        PERFORM customer_unify.decide(m.name, 'never', p.at, p.ak, p.bt, p.bk);
-    END LOOP;
-    -- each row but the first (an anchor first) leaves the cluster and is matched again
-    FOR r IN SELECT im.source_tag, im.old_key FROM customer_unify.id_map im
+    -- the rows that leave: the one named, or all but the first (an anchor first)
+    FOR r IN SELECT im.source_tag AS tag, im.old_key AS key FROM customer_unify.id_map im
               WHERE im.migration_id = m.id AND im.target_key = unmerge.target_key
-              ORDER BY im.source_tag = 'target' DESC, (SELECT (e->>'priority')::int FROM jsonb_array_elements(m.spec->'sources') e WHERE e->>'tag' = im.source_tag), im.source_tag, im.old_key
-             OFFSET 1 LOOP
-        PERFORM customer_unify._id_map_delete(m.id, r.source_tag, ARRAY[r.old_key]);
-        EXECUTE format('SELECT %s.%I($1)', w, 'apply_' || r.source_tag) USING ARRAY[r.old_key];
+                AND (unmerge.source_tag IS NULL OR (im.source_tag, im.old_key) = (unmerge.source_tag, unmerge.old_key))
+              ORDER BY im.source_tag = 'target' DESC,
+                       (SELECT (e->>'priority')::int FROM jsonb_array_elements(m.spec->'sources') e WHERE e->>'tag' = im.source_tag),
+                       im.source_tag, im.old_key
+             OFFSET CASE WHEN unmerge.source_tag IS NULL THEN 1 ELSE 0 END LOOP
+        -- never again with any other row of the person
+        FOR p IN SELECT o.source_tag, o.old_key FROM customer_unify.id_map o
+                  WHERE o.migration_id = m.id AND o.target_key = unmerge.target_key
+                    AND (o.source_tag, o.old_key) <> (r.tag, r.key) LOOP
+            PERFORM customer_unify.decide(m.name, 'never', r.tag, r.key, p.source_tag, p.old_key);
+        END LOOP;
+        v_moved := v_moved || (r.tag || ':' || r.key);
     END LOOP;
-    PERFORM customer_unify._merge_apply_all(m, unmerge.target_key);
-    RETURN QUERY SELECT im.source_tag, im.old_key, im.target_key FROM customer_unify.id_map im
-                  WHERE im.migration_id = m.id
-                    AND (im.source_tag, im.old_key) IN (SELECT x.source_tag, x.old_key FROM customer_unify.match_decision d,
-                                                        LATERAL (VALUES (d.a_tag, d.a_key), (d.b_tag, d.b_key)) x(source_tag, old_key)
-                                                        WHERE d.migration_id = m.id AND d.decision = 'never')
+    FOR r IN SELECT split_part(x, ':', 1) AS tag, substr(x, strpos(x, ':') + 1) AS key FROM unnest(v_moved) x LOOP
+        PERFORM customer_unify._id_map_delete(m.id, r.tag, ARRAY[r.key]);
+        PERFORM customer_unify._merge_apply(m.id, r.tag, ARRAY[r.key], NULL);
+    END LOOP;
+    PERFORM customer_unify._merge_apply(m.id, 'target', NULL, ARRAY[unmerge.target_key]);
+    RETURN QUERY SELECT im.source_tag, im.old_key, im.target_key,
+                        EXISTS (SELECT 1 FROM customer_unify.merge_held h WHERE h.migration_id = m.id AND h.target_key = im.target_key)
+                   FROM customer_unify.id_map im
+                  WHERE im.migration_id = m.id AND (im.source_tag || ':' || im.old_key) = ANY (v_moved)
                   ORDER BY 1, 2;
 END
 $$;
-COMMENT ON FUNCTION customer_unify.unmerge(text, text) IS
-    'Splits one merged person back into a target row per source row (never merged again), re-pointing their references; before finalize.';
+COMMENT ON FUNCTION customer_unify.unmerge(text, text, text, text) IS
+    'Takes one row (or every row) out of a merged person: each is matched again, kept apart from the rest by "never" decisions, and its references follow; before finalize.';
 
-CREATE OR REPLACE FUNCTION customer_unify._merge_apply_all(m customer_unify.migration, p_target text)
-    RETURNS void
+-- Match rows again: after decisions, the rows of held clusters (no rows
+-- named), or the rows named.
+CREATE OR REPLACE FUNCTION customer_unify.rematch(name text, source_tag text DEFAULT NULL, old_keys text[] DEFAULT NULL)
+    RETURNS bigint
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    m customer_unify.migration := customer_unify._get(rematch.name);
+    r record;
+    v_n bigint := 0;
 BEGIN
-    EXECUTE format('SELECT %s.recompute($1)', quote_ident(m.spec->>'work_schema')) USING ARRAY[p_target];
+    IF m.kind <> 'merge' THEN
+        RAISE EXCEPTION 'migration "%" is a %, not a merge', m.name, m.kind USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF m.state NOT IN ('started', 'backfilled', 'verified', 'cut_over') THEN
+        RAISE EXCEPTION 'cannot rematch in migration "%": it is %', m.name, m.state
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF (rematch.source_tag IS NULL) <> (rematch.old_keys IS NULL)
+       OR (rematch.source_tag IS NOT NULL AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(m.spec->'sources') e WHERE e->>'tag' = rematch.source_tag)) THEN
+        RAISE EXCEPTION 'give a source tag of merge "%" and its keys, or neither', m.name USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR r IN SELECT im.source_tag AS tag, array_agg(im.old_key ORDER BY im.old_key) AS keys
+               FROM customer_unify.id_map im
+              WHERE im.migration_id = m.id
+                AND (rematch.source_tag IS NULL
+                     AND im.target_key IN (SELECT h.target_key FROM customer_unify.merge_held h WHERE h.migration_id = m.id))
+              GROUP BY im.source_tag
+             UNION ALL
+             SELECT rematch.source_tag, rematch.old_keys WHERE rematch.source_tag IS NOT NULL
+    LOOP
+        PERFORM customer_unify._merge_apply(m.id, r.tag, r.keys, NULL);
+        v_n := v_n + cardinality(r.keys);
+    END LOOP;
+    RETURN v_n;
 END
 $$;
+COMMENT ON FUNCTION customer_unify.rematch(text, text, text[]) IS
+    'Matches rows of a merge again (by default the rows of clusters held for review), e.g. after customer_unify.decide().';
 
 CREATE OR REPLACE FUNCTION customer_unify.purge(name text) RETURNS text
     LANGUAGE sql

@@ -42,3 +42,19 @@ SELECT pg_catalog.pg_extension_config_dump('customer_unify.id_map', '');
 SELECT pg_catalog.pg_extension_config_dump('customer_unify.match_decision', '');
 
 GRANT SELECT ON customer_unify.id_map, customer_unify.match_decision TO PUBLIC;
+
+-- Clusters whose merged row the target refuses (a unique constraint of the
+-- target that the match rules do not cover, e.g. two people with one
+-- placeholder email): held for the DBA instead of failing the write that
+-- formed them.  References to them stay empty until they are resolved.
+CREATE TABLE customer_unify.merge_held (
+    migration_id bigint NOT NULL REFERENCES customer_unify.migration (id) ON DELETE CASCADE,
+    target_key   text NOT NULL,
+    reason       text NOT NULL,
+    held_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (migration_id, target_key)
+);
+COMMENT ON TABLE customer_unify.merge_held IS
+    'Clusters of a merge held for review: the target refused their merged row (the reason says why); verify and cutover wait until they are resolved.';
+SELECT pg_catalog.pg_extension_config_dump('customer_unify.merge_held', '');
+GRANT SELECT ON customer_unify.merge_held TO PUBLIC;
