@@ -54,8 +54,9 @@
  * strcmp95); jaro = (m/len1 + m/len2 + (m - t)/m) / 3, 0 when m = 0.
  * flags1/flags2 are scratch of len1/len2 bools.
  *
- * The caller orders the arguments canonically, which makes the greedy
- * matching, and so the result, independent of the argument order.
+ * The caller orders the arguments canonically (the shorter first), so the
+ * result cannot depend on their order, bit for bit, whatever the greedy
+ * matching does.
  */
 static double
 jaro_wchar(const pg_wchar *s1, int len1, const pg_wchar *s2, int len2,
