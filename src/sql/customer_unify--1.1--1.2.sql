@@ -1950,6 +1950,10 @@ $$;
 -- non-blank between two records), a score over the two records and a
 -- threshold; the pairs every pass accepts are edges, and clusters() makes
 -- identities of them, transitively.
+--
+-- No SET search_path: these run no SQL, and the similarity functions are
+-- called once per compared pair (a SET clause would cost a GUC save and
+-- restore on every call).
 -------------------------------------------------------------------------------
 
 CREATE OR REPLACE FUNCTION customer_unify.jaro(text, text) RETURNS float8
