@@ -2,7 +2,7 @@
 EXTENSION   = customer_unify
 MODULE_big  = customer_unify
 OBJS        = src/customer_unify.o src/guard.o src/plan_cache.o src/owner_context.o src/keys.o \
-              src/catalog.o src/engine.o src/mirror.o src/router.o src/backfill.o src/merge_sync.o
+              src/catalog.o src/engine.o src/mirror.o src/router.o src/backfill.o src/merge_sync.o src/match.o
 
 # Version scripts.  Released ones are frozen (test/static checks their
 # hashes against src/sql/released.sha256); the current release is assembled
@@ -10,12 +10,12 @@ OBJS        = src/customer_unify.o src/guard.o src/plan_cache.o src/owner_contex
 # turn when the next release starts.
 CURRENT_VERSION = 1.2
 SQL_PIECES  = src/sql/engine.sql src/sql/builders.sql src/sql/verify.sql src/sql/guard.sql \
-              src/sql/split.sql src/sql/merge.sql src/sql/api.sql
+              src/sql/split.sql src/sql/match.sql src/sql/merge.sql src/sql/api.sql
 SQL_CURRENT = src/sql/customer_unify--$(CURRENT_VERSION).sql src/sql/customer_unify--1.1--$(CURRENT_VERSION).sql
 DATA        = $(sort $(wildcard src/sql/customer_unify--*.sql) $(SQL_CURRENT))
 
 # pg_regress tier: sql/*.sql with expected/*.out
-REGRESS      = setup split_lifecycle split_errors split_quoting split_dependents split_rollback split_sync \
+REGRESS      = setup match_quality split_lifecycle split_errors split_quoting split_dependents split_rollback split_sync \
                defects_data defects_outages defects_security engine_caches engine_phases merge_errors merge_lifecycle upgrade_paths
 REGRESS_OPTS = --inputdir=. --load-extension=plpgsql
 

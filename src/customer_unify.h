@@ -11,6 +11,7 @@
  *	  mirror.c        sync triggers (row, flush, truncate) driven by a map
  *	  router.c        the compatibility-view router
  *	  backfill.c      the batch copy engine
+ *	  match.c         matcher primitives: Jaro(-Winkler), clusters (union-find)
  *-------------------------------------------------------------------------
  */
 #ifndef CUSTOMER_UNIFY_H

@@ -49,7 +49,10 @@ CREATE FUNCTION pg_temp.unpinned_c() RETURNS SETOF text LANGUAGE sql AS $f$
         ('customer_unify._run_phase(bigint,text,jsonb)'), ('customer_unify._verify(bigint)'),
         -- helpers that run no SQL
         ('customer_unify._engine_active()'), ('customer_unify._phase_option(text)'),
-        ('customer_unify._copy_statement(jsonb)'), ('customer_unify._plan_cache_stats()')
+        ('customer_unify._copy_statement(jsonb)'), ('customer_unify._plan_cache_stats()'),
+        -- 1.2's matcher primitives (called per pair: no GUC save/restore; they run no SQL)
+        ('customer_unify.jaro(text,text)'), ('customer_unify.jaro_winkler(text,text)'),
+        ('customer_unify.clusters(bigint[],bigint[],integer)')
 $f$;
 
 -- ---------------------------------------------------------------- extension
