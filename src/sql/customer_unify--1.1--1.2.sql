@@ -2339,10 +2339,17 @@ BEGIN
         IF v_rule = ANY (v_rules) THEN
             PERFORM customer_unify._merge_fail('42710', format('$.match[%s].rule', v_i), format('rule %I appears twice', v_rule));
         END IF;
-        FOR x IN SELECT k FROM jsonb_object_keys(v_r) k WHERE k NOT IN ('rule', 'key', 'stop') LOOP
+        FOR x IN SELECT k FROM jsonb_object_keys(v_r) k WHERE k NOT IN ('rule', 'key', 'stop', 'score', 'threshold', 'max_rows') LOOP
             PERFORM customer_unify._merge_fail('22023', format('$.match[%s].%s', v_i, x.k), format('unknown key %L', x.k),
-                'A rule has rule, key (over the target''s columns) and stop (values that never match).');
+                'A rule has rule, key (over the target''s columns: equal keys match, or, with a score, form a block), '
+                'stop (values that never match), score and threshold (a similarity rule), max_rows.');
         END LOOP;
+        IF (v_r ? 'score') <> (v_r ? 'threshold') OR (v_r ? 'threshold' AND jsonb_typeof(v_r->'threshold') <> 'number') THEN
+            PERFORM customer_unify._merge_fail('22023', format('$.match[%s].threshold', v_i), 'a similarity rule has a score and a numeric threshold');
+        END IF;
+        IF v_r ? 'max_rows' AND (jsonb_typeof(v_r->'max_rows') <> 'number' OR (v_r->>'max_rows')::numeric < 2) THEN
+            PERFORM customer_unify._merge_fail('22023', format('$.match[%s].max_rows', v_i), 'max_rows must be a number >= 2');
+        END IF;
         v_rules := v_rules || v_rule;
     END LOOP;
 
@@ -2440,7 +2447,15 @@ BEGIN
             PERFORM customer_unify._merge_fail('22023', format('$.match[%s].key', v_i),
                 format('rule %I has no key: give "key" over the target''s columns, or "keys" in the sources', v_r->>'rule'));
         END IF;
-        v_match := v_match || jsonb_build_object('rule', v_r->>'rule', 'key', v_r->>'key', 'stop', coalesce(v_r->'stop', '[]'::jsonb));
+        IF v_r ? 'score' THEN
+            -- over two rows of the target's shape
+            v_mapped := (SELECT string_agg(format('NULL::%s AS %I', v_tcols->>k, k), ', ') FROM jsonb_object_keys(v_tcols) k);
+            PERFORM customer_unify._merge_check_expression(v_r->>'score',
+                format('((SELECT %s) a CROSS JOIN (SELECT %s) b)', v_mapped, v_mapped), 'double precision',
+                format('$.match[%s].score', v_i));
+        END IF;
+        v_match := v_match || jsonb_build_object('rule', v_r->>'rule', 'key', v_r->>'key', 'stop', coalesce(v_r->'stop', '[]'::jsonb),
+                                                 'score', v_r->>'score', 'threshold', v_r->'threshold', 'max_rows', v_r->'max_rows');
     END LOOP;
     v_maxrows := coalesce((a->>'max_key_rows')::int, 20);
     IF v_maxrows < 2 THEN
@@ -2653,8 +2668,18 @@ DECLARE
     v_isanchor text;
     v_repoint text := '';
     v_follow text := '';
+    v_score  text;
+    v_limit  text;
     r        jsonb;
 BEGIN
+    -- similarity rules: the pair's score over a and b (the two rows in the
+    -- target's shape) reaches the threshold; exact rules: nothing more
+    v_score := coalesce((SELECT 'CASE ka.rule ' || string_agg(format('WHEN %L THEN (%s)::float8 >= %s', r2->>'rule', r2->>'score', r2->>'threshold'), ' ')
+                                || ' ELSE true END'
+                           FROM jsonb_array_elements(m.spec->'match') r2 WHERE r2->>'score' IS NOT NULL), 'true');
+    v_limit := coalesce((SELECT 'CASE ka.rule ' || string_agg(format('WHEN %L THEN %s', r2->>'rule', r2->>'max_rows'), ' ')
+                                || ' ELSE ' || (m.spec->>'max_key_rows') || ' END'
+                           FROM jsonb_array_elements(m.spec->'match') r2 WHERE r2->>'max_rows' IS NOT NULL), m.spec->>'max_key_rows');
     v_mapped := (SELECT string_agg(format('%s AS %I', CASE WHEN p_src->'columns' ? c.k THEN format('(%s)::%s', p_src->'columns'->>c.k, c.t) ELSE format('NULL::%s', c.t) END, c.k), ', ' ORDER BY c.k)
                    FROM jsonb_each_text(m.spec->'target'->'columns') c(k, t));
     -- (rule, key) of each rule, from the source's own expression over s or the rule's over the mapped row
@@ -2716,8 +2741,8 @@ BEGIN
     DELETE FROM %1$s.match_key mk WHERE mk.src = %7$L AND mk.skey = ANY (v_gone);
     IF p_refresh_keys IS NOT FALSE THEN
         DELETE FROM %1$s.match_key mk WHERE mk.src = %7$L AND mk.skey = ANY (p_keys);
-        INSERT INTO %1$s.match_key (src, skey, rule, mkey)
-        SELECT %7$L, m.skey, x.rule, x.mkey
+        INSERT INTO %1$s.match_key (src, skey, rule, mkey, row)
+        SELECT %7$L, m.skey, x.rule, x.mkey, CASE WHEN x.rule = ANY (%23$L::text[]) THEN pg_catalog.to_jsonb(m) END
           FROM (SELECT s.%4$s::text AS skey, %9$s FROM ONLY %3$s s WHERE s.%4$s = ANY (p_keys::%5$s[])) m
          CROSS JOIN LATERAL (VALUES %10$s) x(rule, mkey)
          WHERE x.mkey IS NOT NULL AND btrim(x.mkey) <> ''
@@ -2731,18 +2756,22 @@ BEGIN
     FOR v_k IN SELECT k FROM unnest(p_keys) k WHERE NOT (k = ANY (v_gone)) ORDER BY k LOOP
         v_old := (SELECT im.target_key FROM customer_unify.id_map im
                    WHERE im.migration_id = %6$s AND im.source_tag = %7$L AND im.old_key = v_k);
-        SELECT array_agg(DISTINCT im.target_key ORDER BY im.target_key), min(a.rule)
+        SELECT array_agg(DISTINCT im.target_key ORDER BY im.target_key), min(ka.rule)
           INTO v_cands, v_rule
-          FROM %1$s.match_key a
-          JOIN %1$s.match_key b ON b.rule = a.rule AND b.mkey = a.mkey AND (b.src, b.skey) <> (a.src, a.skey)
-          JOIN customer_unify.id_map im ON im.migration_id = %6$s AND im.source_tag = b.src AND im.old_key = b.skey
-         WHERE a.src = %7$L AND a.skey = v_k
-           AND NOT (%12$L AND b.src = %7$L)
-           AND (SELECT count(*) FROM %1$s.match_key c WHERE c.rule = a.rule AND c.mkey = a.mkey) <= %13$s
+          FROM %1$s.match_key ka
+          JOIN %1$s.match_key kb ON kb.rule = ka.rule AND kb.mkey = ka.mkey AND (kb.src, kb.skey) <> (ka.src, ka.skey)
+          JOIN customer_unify.id_map im ON im.migration_id = %6$s AND im.source_tag = kb.src AND im.old_key = kb.skey
+          -- the two rows in the target's shape, for the scores of similarity rules
+          LEFT JOIN LATERAL pg_catalog.jsonb_populate_record(NULL::%1$s.shape, ka.row) a ON true
+          LEFT JOIN LATERAL pg_catalog.jsonb_populate_record(NULL::%1$s.shape, kb.row) b ON true
+         WHERE ka.src = %7$L AND ka.skey = v_k
+           AND NOT (%12$L AND kb.src = %7$L)
+           AND (SELECT count(*) FROM %1$s.match_key c WHERE c.rule = ka.rule AND c.mkey = ka.mkey) <= %13$s
+           AND %22$s
            AND NOT EXISTS (SELECT 1 FROM customer_unify.match_decision d
                             WHERE d.migration_id = %6$s AND d.decision = 'never'
-                              AND ((d.a_tag, d.a_key, d.b_tag, d.b_key) = (%7$L, v_k, b.src, b.skey)
-                                OR (d.b_tag, d.b_key, d.a_tag, d.a_key) = (%7$L, v_k, b.src, b.skey)));
+                              AND ((d.a_tag, d.a_key, d.b_tag, d.b_key) = (%7$L, v_k, kb.src, kb.skey)
+                                OR (d.b_tag, d.b_key, d.a_tag, d.a_key) = (%7$L, v_k, kb.src, kb.skey)));
         -- rows the DBA said are always this person
         v_cands := v_cands || ARRAY(
             SELECT im.target_key FROM customer_unify.match_decision d
@@ -2783,9 +2812,10 @@ BEGIN
 END
 $body$$f$,
         w, 'apply_' || v_tag, v_src, v_key, v_ktype, m.id, v_tag, v_anchor, v_mapped, v_keys,
-        (m.spec->'match')::text, (p_src->>'duplicate_free')::boolean, m.spec->>'max_key_rows',
+        (m.spec->'match')::text, (p_src->>'duplicate_free')::boolean, v_limit,
         m.spec->'target'->>'key_default', format(v_isanchor, 'c'), format(v_isanchor, 'c'),
-        v_repoint, t.name, t.key, t.key_type, v_follow);
+        v_repoint, t.name, t.key, t.key_type, v_follow, v_score,
+        ARRAY(SELECT r3->>'rule' FROM jsonb_array_elements(m.spec->'match') r3 WHERE r3->>'score' IS NOT NULL));
 END
 $fn$;
 
@@ -2919,7 +2949,10 @@ BEGIN
         format('customer_unify: the working state of merge %s (match keys, survivorship, apply functions)', m.name)));
     v_steps := v_steps || customer_unify._b_step(format(
         'CREATE TABLE %s.match_key (src text NOT NULL, skey text NOT NULL, rule text NOT NULL, mkey text NOT NULL, '
-        'PRIMARY KEY (src, skey, rule))', w));
+        'row jsonb, PRIMARY KEY (src, skey, rule))', w));
+    -- a row in the target's shape (the scores of similarity rules read two of them)
+    v_steps := v_steps || customer_unify._b_step(format('CREATE TYPE %s.shape AS (%s)', w,
+        (SELECT string_agg(format('%I %s', c.k, c.v), ', ' ORDER BY c.k) FROM jsonb_each_text(s->'target'->'columns') c(k, v))));
     v_steps := v_steps || customer_unify._b_step(format('CREATE INDEX match_key_value ON %s.match_key (rule, mkey)', w));
     v_steps := v_steps || customer_unify._b_step(format('CREATE VIEW %s.survivors AS %s', w, customer_unify._merge_survivors_sql(m)));
     v_steps := v_steps || customer_unify._b_step(format(
@@ -3224,6 +3257,7 @@ BEGIN
                    'JOIN customer_unify.id_map ia ON ia.migration_id = %2$s AND ia.source_tag = a.src AND ia.old_key = a.skey '
                    'JOIN customer_unify.id_map ib ON ib.migration_id = %2$s AND ib.source_tag = b.src AND ib.old_key = b.skey '
                    'WHERE ia.target_key <> ib.target_key AND NOT (a.src = %3$L AND b.src = %3$L) '
+                   'AND a.row IS NULL '
                    'AND NOT (a.src = b.src AND a.src = ANY (%4$L::text[])) '
                    'AND (SELECT count(*) FROM %1$s.match_key c WHERE c.rule = a.rule AND c.mkey = a.mkey) <= %5$s '
                    'AND NOT EXISTS (SELECT 1 FROM customer_unify.match_decision d WHERE d.migration_id = %2$s AND d.decision = %6$L '
