@@ -2,7 +2,12 @@
 EXTENSION   = customer_unify
 MODULE_big  = customer_unify
 OBJS        = src/customer_unify.o src/guard.o src/plan_cache.o src/owner_context.o src/keys.o \
-              src/catalog.o src/engine.o src/mirror.o src/router.o src/backfill.o
+              src/catalog.o src/engine.o src/mirror.o src/router.o src/backfill.o \
+              src/phone.o
+
+# The normalizers: libphonenumber (C++, src/phone.cpp, hence libstdc++: the
+# module is linked by the C compiler).
+SHLIB_LINK += -lphonenumber -lstdc++
 
 # Version scripts.  Released ones are frozen (test/static checks their
 # hashes against src/sql/released.sha256); the current release is assembled
@@ -26,8 +31,10 @@ ISOLATION_OPTS = --inputdir=test/isolation --outputdir=output_iso
 PG_CONFIG ?= $(firstword $(wildcard /usr/lib/postgresql/15/bin/pg_config) pg_config)
 
 PG_CFLAGS += -Wall -Wmissing-prototypes
+PG_CXXFLAGS += -Wall -Wextra
 ifdef WERROR
 PG_CFLAGS += -Werror
+PG_CXXFLAGS += -Werror
 endif
 
 EXTRA_CLEAN = output_iso results regression.diffs regression.out tmp_check log
@@ -37,8 +44,15 @@ include $(PGXS)
 
 all: $(SQL_CURRENT)
 
-# every C file includes the shared header
-$(OBJS): src/customer_unify.h
+# every C file includes the shared header; the C++ one only its own
+$(filter-out src/phone.o,$(OBJS)): src/customer_unify.h
+src/phone.o: src/phone.h
+
+# No bitcode of the C++ file for the JIT to inline: C++ with exception
+# handlers must not end up inside JIT-compiled expressions.  Its .bc (which
+# PGXS builds and installs for every object) is an empty module.
+src/phone.bc: src/phone.cpp
+	$(COMPILE.c.bc) -o $@ -x c /dev/null
 
 INSTALL_PIECES = src/sql/header-install.sql src/sql/catalog/operation.sql src/sql/catalog/base.sql \
                  src/sql/catalog/engine.sql src/sql/catalog/merge.sql $(SQL_PIECES) src/sql/registry.sql \
