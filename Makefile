@@ -3,11 +3,11 @@ EXTENSION   = customer_unify
 MODULE_big  = customer_unify
 OBJS        = src/customer_unify.o src/guard.o src/plan_cache.o src/owner_context.o src/keys.o \
               src/catalog.o src/engine.o src/mirror.o src/router.o src/backfill.o \
-              src/phone.o
+              src/normalize.o src/phone.o
 
-# The normalizers: libphonenumber (C++, src/phone.cpp, hence libstdc++: the
-# module is linked by the C compiler).
-SHLIB_LINK += -lphonenumber -lstdc++
+# The normalizers: libidn2 (C) and libphonenumber (C++, src/phone.cpp, hence
+# libstdc++: the module is linked by the C compiler).
+SHLIB_LINK += -lphonenumber -lidn2 -lstdc++
 
 # Version scripts.  Released ones are frozen (test/static checks their
 # hashes against src/sql/released.sha256); the current release is assembled
@@ -15,7 +15,7 @@ SHLIB_LINK += -lphonenumber -lstdc++
 # turn when the next release starts.
 CURRENT_VERSION = 1.2
 SQL_PIECES  = src/sql/engine.sql src/sql/builders.sql src/sql/verify.sql src/sql/guard.sql \
-              src/sql/split.sql src/sql/api.sql
+              src/sql/split.sql src/sql/api.sql src/sql/normalize.sql
 SQL_CURRENT = src/sql/customer_unify--$(CURRENT_VERSION).sql src/sql/customer_unify--1.1--$(CURRENT_VERSION).sql
 DATA        = $(sort $(wildcard src/sql/customer_unify--*.sql) $(SQL_CURRENT))
 
@@ -37,6 +37,11 @@ PG_CFLAGS += -Werror
 PG_CXXFLAGS += -Werror
 endif
 
+# libphonenumber has no version call: normalizer_version('normalize_phone')
+# reports the Debian package's version as it was when the module was built.
+PHONENUMBER_VERSION := $(or $(shell dpkg-query -W -f='$${Version}' libphonenumber-dev 2>/dev/null | tr -cd 'A-Za-z0-9.+~:-'),unknown)
+PG_CPPFLAGS += -DCU_PHONENUMBER_VERSION='"$(PHONENUMBER_VERSION)"'
+
 EXTRA_CLEAN = output_iso results regression.diffs regression.out tmp_check log
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -46,7 +51,7 @@ all: $(SQL_CURRENT)
 
 # every C file includes the shared header; the C++ one only its own
 $(filter-out src/phone.o,$(OBJS)): src/customer_unify.h
-src/phone.o: src/phone.h
+src/normalize.o src/phone.o: src/phone.h
 
 # No bitcode of the C++ file for the JIT to inline: C++ with exception
 # handlers must not end up inside JIT-compiled expressions.  Its .bc (which
@@ -55,9 +60,10 @@ src/phone.bc: src/phone.cpp
 	$(COMPILE.c.bc) -o $@ -x c /dev/null
 
 INSTALL_PIECES = src/sql/header-install.sql src/sql/catalog/operation.sql src/sql/catalog/base.sql \
-                 src/sql/catalog/engine.sql src/sql/catalog/merge.sql $(SQL_PIECES) src/sql/registry.sql \
+                 src/sql/catalog/engine.sql src/sql/catalog/merge.sql src/sql/catalog/normalize-types.sql \
+                 $(SQL_PIECES) src/sql/registry.sql \
                  src/sql/guard-triggers.sql
-UPDATE_PIECES  = src/sql/updates/1.1--1.2-pre.sql src/sql/catalog/merge.sql \
+UPDATE_PIECES  = src/sql/updates/1.1--1.2-pre.sql src/sql/catalog/merge.sql src/sql/catalog/normalize-types.sql \
                  $(SQL_PIECES) src/sql/registry.sql src/sql/updates/1.1--1.2-post.sql
 
 src/sql/customer_unify--$(CURRENT_VERSION).sql: $(INSTALL_PIECES)
