@@ -20,7 +20,7 @@ SQL_CURRENT = src/sql/customer_unify--$(CURRENT_VERSION).sql src/sql/customer_un
 DATA        = $(sort $(wildcard src/sql/customer_unify--*.sql) $(SQL_CURRENT))
 
 # pg_regress tier: sql/*.sql with expected/*.out
-REGRESS      = setup split_lifecycle split_errors split_quoting split_dependents split_rollback split_sync \
+REGRESS      = setup normalizers split_lifecycle split_errors split_quoting split_dependents split_rollback split_sync \
                defects_data defects_outages defects_security engine_caches engine_phases upgrade_paths
 REGRESS_OPTS = --inputdir=. --load-extension=plpgsql
 
