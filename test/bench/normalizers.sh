@@ -40,7 +40,7 @@ command -v "$PSQL" >/dev/null 2>&1 || PSQL=/usr/lib/postgresql/15/bin/psql
 DB=cu_bench_normalizers
 q() { "$PSQL" -X -q -v ON_ERROR_STOP=1 "$@"; }
 
-q -d "${PGDATABASE:-postgres}" -c "DROP DATABASE IF EXISTS $DB" \
+q -d "${PGDATABASE:-postgres}" -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $DB" \
   -c "CREATE DATABASE $DB TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'" || exit 1
 cleanup() {
     [ "$KEEP" = 1 ] || q -d "${PGDATABASE:-postgres}" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"
