@@ -2,7 +2,12 @@
 EXTENSION   = customer_unify
 MODULE_big  = customer_unify
 OBJS        = src/customer_unify.o src/guard.o src/plan_cache.o src/owner_context.o src/keys.o \
-              src/catalog.o src/engine.o src/mirror.o src/router.o src/backfill.o src/merge_sync.o src/match.o
+              src/catalog.o src/engine.o src/mirror.o src/router.o src/backfill.o src/merge_sync.o src/match.o \
+              src/normalize.o src/phone.o
+
+# The normalizers: libidn2 (C) and libphonenumber (C++, src/phone.cpp, hence
+# libstdc++: the module is linked by the C compiler).
+SHLIB_LINK += -lphonenumber -lidn2 -lstdc++
 
 # Version scripts.  Released ones are frozen (test/static checks their
 # hashes against src/sql/released.sha256); the current release is assembled
@@ -10,13 +15,14 @@ OBJS        = src/customer_unify.o src/guard.o src/plan_cache.o src/owner_contex
 # turn when the next release starts.
 CURRENT_VERSION = 1.2
 SQL_PIECES  = src/sql/engine.sql src/sql/builders.sql src/sql/verify.sql src/sql/guard.sql \
-              src/sql/split.sql src/sql/match.sql src/sql/merge.sql src/sql/api.sql
+              src/sql/split.sql src/sql/normalize.sql src/sql/match.sql src/sql/merge.sql src/sql/api.sql
 SQL_CURRENT = src/sql/customer_unify--$(CURRENT_VERSION).sql src/sql/customer_unify--1.1--$(CURRENT_VERSION).sql
 DATA        = $(sort $(wildcard src/sql/customer_unify--*.sql) $(SQL_CURRENT))
 
 # pg_regress tier: sql/*.sql with expected/*.out
-REGRESS      = setup match_quality split_lifecycle split_errors split_quoting split_dependents split_rollback split_sync \
-               defects_data defects_outages defects_security engine_caches engine_phases merge_errors merge_lifecycle upgrade_paths
+REGRESS      = setup normalizers match_quality split_lifecycle split_errors split_quoting split_dependents split_rollback split_sync \
+               defects_data defects_outages defects_security engine_caches engine_phases merge_errors merge_lifecycle merge_quality \
+               upgrade_paths
 REGRESS_OPTS = --inputdir=. --load-extension=plpgsql
 
 # isolation tier: test/isolation/specs/*.spec with test/isolation/expected/*.out
@@ -26,9 +32,16 @@ ISOLATION_OPTS = --inputdir=test/isolation --outputdir=output_iso
 PG_CONFIG ?= $(firstword $(wildcard /usr/lib/postgresql/15/bin/pg_config) pg_config)
 
 PG_CFLAGS += -Wall -Wmissing-prototypes
+PG_CXXFLAGS += -Wall -Wextra
 ifdef WERROR
 PG_CFLAGS += -Werror
+PG_CXXFLAGS += -Werror
 endif
+
+# libphonenumber has no version call: normalizer_version('normalize_phone')
+# reports the Debian package's version as it was when the module was built.
+PHONENUMBER_VERSION := $(or $(shell dpkg-query -W -f='$${Version}' libphonenumber-dev 2>/dev/null | tr -cd 'A-Za-z0-9.+~:-'),unknown)
+PG_CPPFLAGS += -DCU_PHONENUMBER_VERSION='"$(PHONENUMBER_VERSION)"'
 
 EXTRA_CLEAN = output_iso results regression.diffs regression.out tmp_check log
 
@@ -37,13 +50,21 @@ include $(PGXS)
 
 all: $(SQL_CURRENT)
 
-# every C file includes the shared header
-$(OBJS): src/customer_unify.h
+# every C file includes the shared header; the C++ one only its own
+$(filter-out src/phone.o,$(OBJS)): src/customer_unify.h
+src/normalize.o src/phone.o: src/phone.h
+
+# No bitcode of the C++ file for the JIT to inline: C++ with exception
+# handlers must not end up inside JIT-compiled expressions.  Its .bc (which
+# PGXS builds and installs for every object) is an empty module.
+src/phone.bc: src/phone.cpp
+	$(COMPILE.c.bc) -o $@ -x c /dev/null
 
 INSTALL_PIECES = src/sql/header-install.sql src/sql/catalog/operation.sql src/sql/catalog/base.sql \
-                 src/sql/catalog/engine.sql src/sql/catalog/merge.sql $(SQL_PIECES) src/sql/registry.sql \
+                 src/sql/catalog/engine.sql src/sql/catalog/merge.sql src/sql/catalog/normalize-types.sql \
+                 $(SQL_PIECES) src/sql/registry.sql \
                  src/sql/guard-triggers.sql
-UPDATE_PIECES  = src/sql/updates/1.1--1.2-pre.sql src/sql/catalog/merge.sql \
+UPDATE_PIECES  = src/sql/updates/1.1--1.2-pre.sql src/sql/catalog/merge.sql src/sql/catalog/normalize-types.sql \
                  $(SQL_PIECES) src/sql/registry.sql src/sql/updates/1.1--1.2-post.sql
 
 src/sql/customer_unify--$(CURRENT_VERSION).sql: $(INSTALL_PIECES)

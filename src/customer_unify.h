@@ -12,6 +12,9 @@
  *	  router.c        the compatibility-view router
  *	  backfill.c      the batch copy engine
  *	  match.c         matcher primitives: Jaro(-Winkler), clusters (union-find)
+ *	  normalize.c     normalizers (e-mail, phone, names) and their versions;
+ *	                  phone.cpp (C++, libphonenumber) is reached through phone.h
+ *	  merge_sync.c    the merge's capture trigger, crosswalk writers, decisions
  *-------------------------------------------------------------------------
  */
 #ifndef CUSTOMER_UNIFY_H
@@ -165,6 +168,18 @@ extern Oid	cu_relation_by_tag(int64 migration_id, const char *tag, bool missing_
 extern void cu_run_phase_internal(int64 migration_id, const char *phase, Jsonb *options);
 extern int64 cu_migration_id_by_name(const char *name);
 extern void cu_check_rights(int64 migration_id, const char *action);
+
+/* ------------------------------------------------------------- normalize.c */
+/*
+ * Match keys for C callers, as the SQL functions compute them; NULL when
+ * the value is not an address / not a number.  cu_phone_key's region is an
+ * upper-case code already checked (or NULL: international form only).
+ */
+extern text *cu_email_key(const char *s, int len, bool provider);
+extern text *cu_phone_key(const char *s, int len, const char *region);
+extern void cu_split_name_parts(const char *s, int len, text **first, text **last);
+extern const char *cu_normalizer_version_string(const char *name);
+extern void cu_phone_raise(int rc, const char *errbuf);	/* raises ERROR */
 
 /* -------------------------------------------------------- customer_unify.c */
 extern const char *cu_relation_qualified_name(Oid relid);

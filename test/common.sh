@@ -20,9 +20,11 @@ export PATH="$PG_BINDIR:$PATH"
 #   postgresql-15-pgtap           pgTAP extension
 #   libtap-parser-sourcehandler-pgtap-perl   pg_prove (a Recommends of pgtap; named explicitly)
 #   libipc-run-perl               TAP crash/restart tests
+#   libidn2-dev                   normalize_email: IDNA domains (src/normalize.c)
+#   libphonenumber-dev, g++       normalize_phone: libphonenumber, C++ (src/phone.cpp)
 CU_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib
              postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
-             libipc-run-perl make gcc)
+             libipc-run-perl make gcc g++ libidn2-dev libphonenumber-dev)
 
 cu_log() { printf '==> %s\n' "$*"; }
 
