@@ -2115,21 +2115,23 @@ COMMENT ON AGGREGATE customer_unify.first_non_null(anyelement) IS
     'The first non-NULL value in ORDER BY order: survivorship''s tie-broken choice.';
 
 CREATE OR REPLACE FUNCTION customer_unify._id_map_set(migration bigint, tag text, old_keys text[], target_keys text[], rules text[])
-    RETURNS int LANGUAGE c AS 'MODULE_PATHNAME', 'cu_id_map_set';
+    RETURNS int LANGUAGE c SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'cu_id_map_set';
 CREATE OR REPLACE FUNCTION customer_unify._id_map_delete(migration bigint, tag text, old_keys text[])
-    RETURNS int LANGUAGE c AS 'MODULE_PATHNAME', 'cu_id_map_delete';
+    RETURNS int LANGUAGE c SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'cu_id_map_delete';
 CREATE OR REPLACE FUNCTION customer_unify._id_map_retarget(migration bigint, from_keys text[], to_key text)
-    RETURNS int LANGUAGE c AS 'MODULE_PATHNAME', 'cu_id_map_retarget';
+    RETURNS int LANGUAGE c SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'cu_id_map_retarget';
 CREATE OR REPLACE FUNCTION customer_unify._id_map_clear(migration bigint)
-    RETURNS int LANGUAGE c AS 'MODULE_PATHNAME', 'cu_id_map_clear';
+    RETURNS int LANGUAGE c SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'cu_id_map_clear';
 CREATE OR REPLACE FUNCTION customer_unify._merge_apply(migration bigint, tag text, keys text[], targets text[])
-    RETURNS void LANGUAGE c AS 'MODULE_PATHNAME', 'cu_merge_apply';
+    RETURNS void LANGUAGE c SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'cu_merge_apply';
 CREATE OR REPLACE FUNCTION customer_unify._merge_hold(migration bigint, target_key text, reason text)
-    RETURNS void LANGUAGE c AS 'MODULE_PATHNAME', 'cu_merge_hold';
+    RETURNS void LANGUAGE c SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'cu_merge_hold';
 CREATE OR REPLACE FUNCTION customer_unify._merge_release(migration bigint, target_keys text[])
-    RETURNS int LANGUAGE c AS 'MODULE_PATHNAME', 'cu_merge_release';
+    RETURNS int LANGUAGE c SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'cu_merge_release';
+-- (statement level: the SET clause costs once per statement, and pins what
+-- the generated call resolves while it runs as the tables' owner)
 CREATE OR REPLACE FUNCTION customer_unify.merge_capture() RETURNS trigger
-    LANGUAGE c AS 'MODULE_PATHNAME', 'cu_merge_capture';
+    LANGUAGE c SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'cu_merge_capture';
 COMMENT ON FUNCTION customer_unify.merge_capture() IS
     'Statement-level trigger of a merge source: hands the keys a statement wrote to the merge''s apply function.';
 
@@ -3454,6 +3456,7 @@ COMMENT ON FUNCTION customer_unify.conflicts(text) IS
 CREATE OR REPLACE FUNCTION customer_unify.decide(name text, decision text, a_tag text, a_key text, b_tag text, b_key text)
     RETURNS void
     LANGUAGE c
+    SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'cu_match_decide';
 COMMENT ON FUNCTION customer_unify.decide(text, text, text, text, text, text) IS
     'Stores a manual decision about two source rows of a merge (never: keep them apart; always: merge them); it survives re-runs of the match.';

@@ -11,7 +11,7 @@
 -- Convention in these files: every assertion is one statement starting with
 -- "SELECT " at the start of a line; nothing else starts that way.
 BEGIN;
-SELECT plan(138);
+SELECT plan(139);
 
 CREATE FUNCTION pg_temp.err(sql text) RETURNS text LANGUAGE plpgsql AS $f$
 BEGIN
@@ -52,7 +52,14 @@ CREATE FUNCTION pg_temp.unpinned_c() RETURNS SETOF text LANGUAGE sql AS $f$
         ('customer_unify._copy_statement(jsonb)'), ('customer_unify._plan_cache_stats()'),
         -- 1.2's matcher primitives (called per pair: no GUC save/restore; they run no SQL)
         ('customer_unify.jaro(text,text)'), ('customer_unify.jaro_winkler(text,text)'),
-        ('customer_unify.clusters(bigint[],bigint[],integer)')
+        ('customer_unify.clusters(bigint[],bigint[],integer)'),
+        -- 1.2's normalizers (usable in expression indexes, called per row; they
+        -- run no SQL) and the survivorship aggregate's transition function
+        ('customer_unify.normalize_email(text)'), ('customer_unify.normalize_email_provider(text)'),
+        ('customer_unify.normalize_phone(text)'), ('customer_unify.normalize_phone(text,text)'),
+        ('customer_unify.split_name(text)'), ('customer_unify.join_name(text,text)'),
+        ('customer_unify.join_name(customer_unify.person_name)'), ('customer_unify.normalizer_version(text)'),
+        ('customer_unify._first_sfunc(anyelement,anyelement)')
 $f$;
 
 -- ---------------------------------------------------------------- extension
@@ -222,8 +229,8 @@ SELECT ok(EXISTS (SELECT 1 FROM pg_constraint
                    WHERE conrelid = 'customer_unify.migration'::regclass AND contype = 'f'
                      AND confrelid = 'customer_unify.operation'::regclass),
           'migration.kind references the registry of operations');
-SELECT is(ARRAY(SELECT kind FROM customer_unify.operation ORDER BY kind), ARRAY['split'],
-          'the registry holds exactly the operation split');
+SELECT is(ARRAY(SELECT kind FROM customer_unify.operation ORDER BY kind), ARRAY['merge', 'split'],
+          'the registry holds exactly the operations split and merge');
 SELECT is((SELECT concat_ws(' ', validate, steps, copy_plan, verify, dependents, describe, security)
              FROM customer_unify.operation WHERE kind = 'split'),
           concat_ws(' ', 'customer_unify._split_validate(text,jsonb)',
@@ -234,6 +241,16 @@ SELECT is((SELECT concat_ws(' ', validate, steps, copy_plan, verify, dependents,
                     'customer_unify._split_describe(customer_unify.migration)',
                     'customer_unify._split_security_steps(customer_unify.migration)'),
           'split is made of the _split_* functions');
+SELECT is((SELECT concat_ws(' ', validate, steps, copy_plan, verify, dependents, describe, security)
+             FROM customer_unify.operation WHERE kind = 'merge'),
+          concat_ws(' ', 'customer_unify._merge_validate(text,jsonb)',
+                    'customer_unify._merge_steps(customer_unify.migration)',
+                    'customer_unify._merge_copy_plan(customer_unify.migration)',
+                    'customer_unify._merge_verify(customer_unify.migration,boolean)',
+                    'customer_unify._merge_dependents(customer_unify.migration)',
+                    'customer_unify._merge_describe(customer_unify.migration)',
+                    'customer_unify._merge_security_steps(customer_unify.migration)'),
+          'merge is made of the _merge_* functions');
 
 -- ---------------------------------------------------------------- who may write the catalog
 -- Only the engine's C functions write it, as the extension owner: PUBLIC
