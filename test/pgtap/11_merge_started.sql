@@ -1,6 +1,6 @@
 -- 11_merge_started.sql: the structure start() of a merge leaves behind, and
 -- who may touch the crosswalk.
--- Contract (1.2, src/sql/merge.sql header, /tmp merge brief): start creates the
+-- Contract (1.2, src/sql/merge.sql header, sql/merge_lifecycle.sql): start creates the
 -- work schema <name>_merge (match_key table and its (rule, mkey) index, views
 -- survivors, stored_survivors, merged_rows, functions recompute(text[]),
 -- apply_<tag>(text[], boolean) and ref_<n>()), owned by the tables' owner

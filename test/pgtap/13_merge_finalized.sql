@@ -1,5 +1,5 @@
 -- 13_merge_finalized.sql: what finalize() and purge() of a merge leave behind.
--- Contract (1.2, src/sql/merge.sql, /tmp merge brief): finalize moves every
+-- Contract (1.2, src/sql/merge.sql, sql/merge_lifecycle.sql): finalize moves every
 -- source that is not keep into schema <name>_archive (their capture triggers
 -- stay, so the compat views keep merging writes until purge), copies each old
 -- reference column to <name>_archive.ref<N>_<column> (key, column) and drops

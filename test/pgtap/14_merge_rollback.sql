@@ -1,5 +1,5 @@
 -- 14_merge_rollback.sql: rollback() of a merge from started and from cut_over.
--- Contract (1.2, src/sql/merge.sql, /tmp merge brief, sql/merge_lifecycle.sql):
+-- Contract (1.2, src/sql/merge.sql, sql/merge_lifecycle.sql):
 -- rollback drops everything start and cutover added (the <name>_merge and
 -- <name>_compat schemas, the new reference columns with their triggers and
 -- FKs, the capture triggers, a created target), deletes the rows the merge
