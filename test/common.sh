@@ -20,9 +20,10 @@ export PATH="$PG_BINDIR:$PATH"
 #   postgresql-15-pgtap           pgTAP extension
 #   libtap-parser-sourcehandler-pgtap-perl   pg_prove (a Recommends of pgtap; named explicitly)
 #   libipc-run-perl               TAP crash/restart tests
+#   python3-sqlalchemy / -psycopg2   app tier: the applications' SQLAlchemy 1.4 models (test/app)
 CU_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib
              postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
-             libipc-run-perl make gcc)
+             libipc-run-perl make gcc python3-sqlalchemy python3-psycopg2)
 
 cu_log() { printf '==> %s\n' "$*"; }
 

@@ -36,6 +36,7 @@ from sqlalchemy import create_engine, inspect, text  # noqa: E402
 from sqlalchemy.exc import IntegrityError  # noqa: E402
 from sqlalchemy.orm import Session as _Session  # noqa: E402
 
+sys.dont_write_bytecode = True          # no __pycache__ in the work tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from models import (AIBase, AICustomer, Booking, Conversation, CoreBase,  # noqa: E402
                     Customer, CustomerStatus, LegacyBase, LegacyBooking,
@@ -111,7 +112,8 @@ def cleanup():
         try:
             if state in LIVE_STATES:
                 q("SELECT customer_unify.rollback(:n)", n=name)
-            elif state == "finalized":
+            elif state == "finalized" and q1("SELECT count(*) FROM pg_namespace WHERE nspname IN "
+                                             "(:n || '_merge', :n || '_compat', :n || '_archive')", n=name):
                 q("SELECT customer_unify.purge(:n)", n=name)
         except Exception as e:  # already purged, ...
             print("# cleanup: %s (%s): %s" % (name, state, str(e).splitlines()[0]))
