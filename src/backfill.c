@@ -150,6 +150,9 @@ backfill_local_settings(int lock_timeout_ms)
 	 * planner on index range scans and a nested loop anti-join however the
 	 * target grows.
 	 */
+	/* (their costs, inflated by the settings below, would JIT-compile every batch) */
+	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
 	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_LOCAL, true, 0, false);
 	(void) set_config_option("enable_hashjoin", "off", PGC_USERSET, PGC_S_SESSION,
@@ -767,6 +770,50 @@ backfill_copy_key(CopyJob *job, Datum key, MemoryContext cxt)
 	return result;
 }
 
+/*
+ * A stream whose statements join tables an earlier stream just filled (a
+ * merge's matching reads the match keys and the crosswalk the previous
+ * passes wrote) first refreshes their statistics, so that its plans see
+ * them as they are: plan->'analyze' lists them, the catalog's as the
+ * extension's owner and the others as the tables' owner.
+ */
+static void
+backfill_analyze(CopyJob *job)
+{
+	Oid			types[2] = {INT8OID, TEXTOID};
+	Datum		values[2] = {Int64GetDatum(job->migration_id), CStringGetTextDatum(job->stream)};
+	uint64		i;
+	List	   *rels = NIL;
+	ListCell   *lc;
+
+	backfill_exec("SELECT c.oid, c.relnamespace OPERATOR(pg_catalog.=) 'customer_unify'::pg_catalog.regnamespace "
+				  "FROM customer_unify.backfill_state b, pg_catalog.jsonb_array_elements_text(b.plan->'analyze') a(rel) "
+				  "JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(a.rel) "
+				  "WHERE b.migration_id OPERATOR(pg_catalog.=) $1 AND b.stream OPERATOR(pg_catalog.=) $2",
+				  2, types, values, NULL, SPI_OK_SELECT);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Oid			relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		bool		catalog = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+
+		rels = lappend_oid(rels, catalog ? relid : InvalidOid);
+		rels = lappend_oid(rels, relid);
+	}
+	for (lc = list_head(rels); lc != NULL; lc = lnext(rels, lnext(rels, lc)))
+	{
+		Oid			catalog_rel = lfirst_oid(lc);
+		Oid			relid = lfirst_oid(lnext(rels, lc));
+		char	   *sql = psprintf("ANALYZE %s", cu_relation_qualified_name(relid));
+
+		if (OidIsValid(catalog_rel))
+			cu_catalog_exec(sql, 0, NULL, NULL, NULL, SPI_OK_UTILITY);
+		else if (cu_spi_as(cu_relation_owner(relid), true, sql, NULL, 0, NULL, NULL, NULL, false, 0) != SPI_OK_UTILITY)
+			elog(ERROR, "customer_unify: %s failed", sql);
+	}
+	list_free(rels);
+}
+
 /* Do two keys compare equal with the key's operator? (a type-safe "=") */
 static bool
 backfill_keys_equal(CopyJob *job, Datum a, Datum b)
@@ -902,6 +949,7 @@ backfill_stream(CopyJob *job, BackfillArgs *args, MemoryContext jobcxt, int64 *b
 	else
 	{
 		backfill_begin_run(job, args->batch_size);
+		backfill_analyze(job);
 		backfill_load_stream(job, jobcxt, &pos, &haspos, &end, &hasend, &rows_done, &rows_total);
 	}
 	if (!job->legacy && rows_total < 0)

@@ -30,6 +30,7 @@
 #include "commands/trigger.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/proc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -144,8 +145,36 @@ cu_merge_capture(PG_FUNCTION_ARGS)
  * may write the crosswalk of this migration: it is a live merge and the
  * caller may act for the owner of each of its tables.
  */
+/*
+ * The last check that passed, per transaction: the apply functions write the
+ * crosswalk once per row, and the answer cannot change for the same
+ * migration, role and allowed states within one transaction (only the
+ * engine changes states, in transactions of its own).
+ */
+static LocalTransactionId checked_lxid = InvalidLocalTransactionId;
+static int64 checked_migration = 0;
+static Oid	checked_user = InvalidOid;
+static int	checked_flags = -1;
+
+static void crosswalk_check_now(int64 migration_id, bool allow_planned, bool allow_rolled_back);
+
 static void
 crosswalk_check(int64 migration_id, bool allow_planned, bool allow_rolled_back)
+{
+	int			flags = (allow_planned ? 1 : 0) | (allow_rolled_back ? 2 : 0);
+
+	if (checked_lxid == MyProc->lxid && checked_migration == migration_id &&
+		checked_user == GetUserId() && checked_flags == flags)
+		return;
+	crosswalk_check_now(migration_id, allow_planned, allow_rolled_back);
+	checked_lxid = MyProc->lxid;
+	checked_migration = migration_id;
+	checked_user = GetUserId();
+	checked_flags = flags;
+}
+
+static void
+crosswalk_check_now(int64 migration_id, bool allow_planned, bool allow_rolled_back)
 {
 	Oid			types[1] = {INT8OID};
 	Datum		values[1] = {Int64GetDatum(migration_id)};
@@ -196,11 +225,33 @@ crosswalk_check(int64 migration_id, bool allow_planned, bool allow_rolled_back)
 	SPI_finish();
 }
 
+/* the crosswalk's statements, prepared once per backend */
+static SPIPlanPtr plan_map_set = NULL;
+static SPIPlanPtr plan_map_delete = NULL;
+static SPIPlanPtr plan_map_retarget = NULL;
+static SPIPlanPtr plan_clear_held = NULL;
+static SPIPlanPtr plan_clear_map = NULL;
+static SPIPlanPtr plan_hold = NULL;
+static SPIPlanPtr plan_release = NULL;
+
+/*
+ * Run a statement of the crosswalk as the extension's owner, prepared in
+ * *plan on first use (the SQL is schema-qualified throughout, so no
+ * search_path can change what it means).
+ */
 static void
-crosswalk_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls, int expected)
+crosswalk_exec(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types, Datum *values, const char *nulls,
+			   int expected)
 {
+	int			rc;
+
 	SPI_connect();
-	cu_catalog_exec(sql, nargs, types, values, nulls, expected);
+	if (*plan == NULL)
+		*plan = cu_prepare_keep(sql, nargs, types);
+	rc = cu_spi_as(cu_extension_owner(), false, NULL, *plan, nargs, types, values, nulls, false, 0);
+	if (rc != expected)
+		elog(ERROR, "customer_unify: crosswalk statement failed (%s): %s", SPI_result_code_string(rc), sql);
+	CommandCounterIncrement();
 	SPI_finish();
 }
 
@@ -235,7 +286,7 @@ cu_id_map_set(PG_FUNCTION_ARGS)
 	crosswalk_check(migration_id, false, false);
 	for (i = 0; i < 5; i++)
 		values[i] = PG_GETARG_DATUM(i);
-	crosswalk_exec("INSERT INTO customer_unify.id_map AS x (migration_id, source_tag, source, old_key, old_key_type, target_key, rule) "
+	crosswalk_exec(&plan_map_set, "INSERT INTO customer_unify.id_map AS x (migration_id, source_tag, source, old_key, old_key_type, target_key, rule) "
 				   "SELECT $1, $2, r.relid, u.old_key, a.atttypid::pg_catalog.regtype, u.target_key, u.rule "
 				   "FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5)) u(old_key, target_key, rule) "
 				   "JOIN customer_unify.migration_relation r ON r.migration_id OPERATOR(pg_catalog.=) $1 "
@@ -267,7 +318,7 @@ cu_id_map_delete(PG_FUNCTION_ARGS)
 	values[0] = PG_GETARG_DATUM(0);
 	values[1] = PG_GETARG_DATUM(1);
 	values[2] = PG_GETARG_DATUM(2);
-	crosswalk_exec("DELETE FROM customer_unify.id_map x WHERE x.migration_id OPERATOR(pg_catalog.=) $1 "
+	crosswalk_exec(&plan_map_delete, "DELETE FROM customer_unify.id_map x WHERE x.migration_id OPERATOR(pg_catalog.=) $1 "
 				   "AND x.source_tag OPERATOR(pg_catalog.=) $2 AND x.old_key OPERATOR(pg_catalog.=) ANY ($3)",
 				   3, types, values, NULL, SPI_OK_DELETE);
 	PG_RETURN_INT32((int32) SPI_processed);
@@ -289,7 +340,7 @@ cu_id_map_retarget(PG_FUNCTION_ARGS)
 	values[0] = PG_GETARG_DATUM(0);
 	values[1] = PG_GETARG_DATUM(1);
 	values[2] = PG_GETARG_DATUM(2);
-	crosswalk_exec("UPDATE customer_unify.id_map x SET target_key = $3, merged_at = pg_catalog.now() "
+	crosswalk_exec(&plan_map_retarget, "UPDATE customer_unify.id_map x SET target_key = $3, merged_at = pg_catalog.now() "
 				   "WHERE x.migration_id OPERATOR(pg_catalog.=) $1 AND x.target_key OPERATOR(pg_catalog.=) ANY ($2) "
 				   "AND x.target_key OPERATOR(pg_catalog.<>) $3",
 				   3, types, values, NULL, SPI_OK_UPDATE);
@@ -298,7 +349,7 @@ cu_id_map_retarget(PG_FUNCTION_ARGS)
 
 PG_FUNCTION_INFO_V1(cu_id_map_clear);
 
-/* _id_map_clear(migration): a rollback forgets what the merge matched. */
+/* _id_map_clear(migration): a rollback forgets what the merge matched and held. */
 Datum
 cu_id_map_clear(PG_FUNCTION_ARGS)
 {
@@ -310,7 +361,9 @@ cu_id_map_clear(PG_FUNCTION_ARGS)
 	migration_id = PG_GETARG_INT64(0);
 	crosswalk_check(migration_id, false, true);
 	values[0] = PG_GETARG_DATUM(0);
-	crosswalk_exec("DELETE FROM customer_unify.id_map x WHERE x.migration_id OPERATOR(pg_catalog.=) $1",
+	crosswalk_exec(&plan_clear_held, "DELETE FROM customer_unify.merge_held h WHERE h.migration_id OPERATOR(pg_catalog.=) $1",
+				   1, types, values, NULL, SPI_OK_DELETE);
+	crosswalk_exec(&plan_clear_map, "DELETE FROM customer_unify.id_map x WHERE x.migration_id OPERATOR(pg_catalog.=) $1",
 				   1, types, values, NULL, SPI_OK_DELETE);
 	PG_RETURN_INT32((int32) SPI_processed);
 }
@@ -428,7 +481,7 @@ cu_merge_hold(PG_FUNCTION_ARGS)
 	values[0] = PG_GETARG_DATUM(0);
 	values[1] = PG_GETARG_DATUM(1);
 	values[2] = PG_GETARG_DATUM(2);
-	crosswalk_exec("INSERT INTO customer_unify.merge_held AS h (migration_id, target_key, reason) VALUES ($1, $2, $3) "
+	crosswalk_exec(&plan_hold, "INSERT INTO customer_unify.merge_held AS h (migration_id, target_key, reason) VALUES ($1, $2, $3) "
 				   "ON CONFLICT (migration_id, target_key) DO UPDATE SET reason = EXCLUDED.reason, held_at = pg_catalog.now()",
 				   3, types, values, NULL, SPI_OK_INSERT);
 	PG_RETURN_VOID();
@@ -447,7 +500,7 @@ cu_merge_release(PG_FUNCTION_ARGS)
 	crosswalk_check(PG_GETARG_INT64(0), false, true);
 	values[0] = PG_GETARG_DATUM(0);
 	values[1] = PG_GETARG_DATUM(1);
-	crosswalk_exec("DELETE FROM customer_unify.merge_held h WHERE h.migration_id OPERATOR(pg_catalog.=) $1 "
+	crosswalk_exec(&plan_release, "DELETE FROM customer_unify.merge_held h WHERE h.migration_id OPERATOR(pg_catalog.=) $1 "
 				   "AND h.target_key OPERATOR(pg_catalog.=) ANY ($2)",
 				   2, types, values, NULL, SPI_OK_DELETE);
 	PG_RETURN_INT32((int32) SPI_processed);

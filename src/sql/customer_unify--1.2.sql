@@ -2354,7 +2354,10 @@ BEGIN
     END IF;
     BEGIN
         v_rel := to_regclass(p_name);
-    EXCEPTION WHEN OTHERS THEN
+    EXCEPTION WHEN insufficient_privilege THEN
+        PERFORM customer_unify._merge_fail('42501', p_path, format('permission denied for %s', p_name),
+                                           'Reshaping a table needs the rights of its owner.');
+    WHEN OTHERS THEN
         PERFORM customer_unify._merge_fail('42602', p_path, format('%L is not a valid table name', p_name));
     END;
     IF v_rel IS NULL THEN
@@ -2364,6 +2367,10 @@ BEGIN
     SELECT c.oid, n.nspname::text AS nspname, c.relname::text AS relname, c.relowner, c.relkind, c.relispartition,
            c.relhassubclass
       INTO v_c FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = v_rel;
+    IF NOT pg_has_role(v_c.relowner, 'MEMBER') THEN
+        PERFORM customer_unify._merge_fail('42501', p_path, format('must be owner of table %s', v_rel::text),
+                                           'Reshaping a table needs the rights of its owner.');
+    END IF;
     IF v_c.relkind <> 'r' OR v_c.relispartition OR v_c.relhassubclass
        OR EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = v_rel) THEN
         PERFORM customer_unify._merge_fail('0A000', p_path, format('%s is not a plain table', v_rel::text),
@@ -2413,7 +2420,7 @@ BEGIN
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
         PERFORM customer_unify._merge_fail(
-            CASE WHEN v_state IN ('42703', '42883', '42804', '42846', '22P02', '42601', '42P01', '42702') THEN v_state ELSE '42P17' END,
+            CASE WHEN v_state IN ('42703', '42883', '42804', '42846', '22P02', '42601', '42P01', '42702', '42501') THEN v_state ELSE '42P17' END,
             p_path, format('expression %s is not valid here: %s', p_expr, v_msg));
     END;
     IF v_type IS DISTINCT FROM p_type::regtype AND v_type <> 'unknown'::regtype
@@ -2546,12 +2553,16 @@ BEGIN
             IF x.k = v_tkey THEN
                 PERFORM customer_unify._merge_fail('42701', '$.target.columns.' || x.k, format('column %I is the key', x.k));
             END IF;
+            -- a type name, with its modifiers as written (varchar(80), numeric(6,2), text[])
+            IF x.v !~ '^[A-Za-z_][A-Za-z0-9_ ."]*(\([0-9, ]+\))?(\[\])*$' THEN
+                PERFORM customer_unify._merge_fail('42601', '$.target.columns.' || x.k, format('%L is not a type name', x.v));
+            END IF;
             BEGIN
-                v_col := format_type(x.v::regtype, NULL);
+                EXECUTE format('SELECT NULL::%s', x.v);
             EXCEPTION WHEN OTHERS THEN
                 PERFORM customer_unify._merge_fail('42704', '$.target.columns.' || x.k, format('type %L does not exist', x.v));
             END;
-            v_tcols := v_tcols || jsonb_build_object(x.k, x.v::regtype::text);
+            v_tcols := v_tcols || jsonb_build_object(x.k, x.v);
         END LOOP;
         v_tkeydef := CASE v_tkeytype WHEN 'uuid' THEN 'pg_catalog.gen_random_uuid()' END;
     ELSE
@@ -2959,18 +2970,27 @@ BEGIN
             customer_unify._b_name((r->>'relid')::oid::regclass), r->>'new_column', t.key_type, r->>'new_column', t.key_type);
         -- (after finalize the old reference column is gone: nothing to follow)
         IF r->>'source' = v_tag AND NOT p_archived THEN
+            -- driven by the referencing rows (an index on the old column serves it),
+            -- each looking up its crosswalk row by key
             v_follow := v_follow || format(
-                E'    UPDATE ONLY %s x SET %I = im.target_key::%s FROM customer_unify.id_map im\n'
-                 '     WHERE im.migration_id = %s AND im.source_tag = %L AND im.old_key = x.%I::text\n'
-                 '       AND NOT EXISTS (SELECT 1 FROM customer_unify.merge_held h WHERE h.migration_id = im.migration_id AND h.target_key = im.target_key)\n'
-                 '       AND x.%I::text = ANY (p_keys) AND x.%I IS DISTINCT FROM im.target_key::%s;\n',
+                E'    UPDATE ONLY %1$s x SET %2$I = n.k\n'
+                 '      FROM (SELECT y.ctid AS row, (SELECT im.target_key::%3$s FROM customer_unify.id_map im\n'
+                 '                                    WHERE im.migration_id = %4$s AND im.source_tag = %5$L AND im.old_key = y.%6$I::text\n'
+                 '                                      AND NOT EXISTS (SELECT 1 FROM customer_unify.merge_held h\n'
+                 '                                                       WHERE h.migration_id = im.migration_id AND h.target_key = im.target_key)) AS k\n'
+                 '              FROM ONLY %1$s y WHERE y.%6$I = ANY (p_keys::%7$s[])) n\n'
+                 '     WHERE x.ctid = n.row AND x.%2$I IS DISTINCT FROM n.k;\n',
                 customer_unify._b_name((r->>'relid')::oid::regclass), r->>'new_column', t.key_type, m.id, v_tag,
-                r->>'column', r->>'column', r->>'new_column', t.key_type);
+                r->>'column', r->>'column_type');
         END IF;
     END LOOP;
+    -- (join_collapse_limit 1: its queries start from the row at hand, as written,
+    -- whatever the statistics of the crosswalk, which grows under them, say)
     RETURN format($f$CREATE OR REPLACE FUNCTION %1$s.%2$I(p_keys text[], p_refresh_keys boolean DEFAULT true) RETURNS bigint
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
+    SET jit = off
+    SET join_collapse_limit = 1
 AS $body$
 DECLARE
     v_gone     text[];
@@ -2986,7 +3006,15 @@ BEGIN
         RETURN 0;
     END IF;
     -- rows that are gone
-    v_gone := ARRAY(SELECT k FROM unnest(p_keys) k WHERE NOT EXISTS (SELECT 1 FROM ONLY %3$s s WHERE s.%4$s = k::%5$s));
+    IF %8$L AND p_refresh_keys IS NOT TRUE THEN
+        -- the backfill: rows of the target the merge itself made are not the target's own
+        p_keys := ARRAY(SELECT k.k FROM unnest(p_keys) k(k)
+                          LEFT JOIN customer_unify.id_map ia ON ia.migration_id = %6$s AND ia.source_tag = 'target' AND ia.old_key = k.k
+                          LEFT JOIN LATERAL (SELECT 1 AS one FROM customer_unify.id_map im
+                                              WHERE im.migration_id = %6$s AND im.target_key = k.k AND im.source_tag <> 'target' LIMIT 1) x ON true
+                         WHERE ia.old_key IS NOT NULL OR x.one IS NULL);
+    END IF;
+    v_gone := ARRAY(SELECT k.k FROM unnest(p_keys) k(k) LEFT JOIN ONLY %3$s s ON s.%4$s = k.k::%5$s WHERE s.%4$s IS NULL);
     IF cardinality(v_gone) > 0 THEN
         v_affected := v_affected || ARRAY(SELECT im.target_key FROM customer_unify.id_map im
                                            WHERE im.migration_id = %6$s AND im.source_tag = %7$L AND im.old_key = ANY (v_gone));
@@ -3010,6 +3038,33 @@ BEGIN
     END IF;
     IF p_refresh_keys IS NULL THEN
         RETURN cardinality(p_keys);       -- the keys only (the backfill's first pass)
+    END IF;
+    IF %8$L AND p_refresh_keys IS FALSE THEN
+        -- the backfill's first matching pass: the target's own rows are their own
+        -- clusters (the other sources join them in the passes after)
+        v_fold := ARRAY(SELECT k FROM unnest(p_keys) k WHERE NOT (k = ANY (v_gone)));
+        PERFORM customer_unify._id_map_set(%6$s, %7$L, v_fold, v_fold, array_fill('anchor'::text, ARRAY[cardinality(v_fold)]));
+        RETURN cardinality(p_keys);
+    END IF;
+    IF p_refresh_keys THEN
+        -- A write of the application: one writer at a time per source row and
+        -- per match key, so that a concurrent write of the same person (in
+        -- another source, or of the same row) waits for this transaction and
+        -- then sees what it matched.  Taken at once, in one order, so that two
+        -- of these do not deadlock.
+        PERFORM pg_catalog.pg_advisory_xact_lock(1129660418, l.h)
+           FROM (SELECT DISTINCT pg_catalog.hashtext(x.lk) AS h
+                   FROM (SELECT %6$s || ':' || %7$L || ':' || k AS lk FROM unnest(p_keys) k
+                         UNION ALL
+                         SELECT %6$s || ':' || mk.rule || ':' || mk.mkey FROM %1$s.match_key mk
+                          WHERE mk.src = %7$L AND mk.skey = ANY (p_keys)) x
+                  ORDER BY 1) l;
+    ELSE
+        -- A batch of the backfill: it waits for (and then holds off) the
+        -- application's writes of its rows, with row locks (as many as it
+        -- likes); races with writes of other rows of the same people are
+        -- settled by the reconciliation at the end of the copy.
+        PERFORM 1 FROM ONLY %3$s s WHERE s.%4$s = ANY (p_keys::%5$s[]) ORDER BY s.%4$s FOR SHARE;
     END IF;
     -- each row joins the cluster of the rows it shares a usable key with
     FOR v_k IN SELECT k FROM unnest(p_keys) k WHERE NOT (k = ANY (v_gone)) ORDER BY k LOOP
@@ -3052,12 +3107,18 @@ BEGIN
                                  WHERE im.migration_id = %6$s AND im.source_tag = %7$L AND im.old_key = v_k), 'new');
         ELSE
             -- an anchor first, then the row's own cluster, then the smallest key
-            SELECT c INTO v_t FROM unnest(v_cands || v_old) c WHERE c IS NOT NULL
-             ORDER BY %15$s DESC, c IS NOT DISTINCT FROM v_old DESC, c LIMIT 1;
+            -- (joins, not subqueries: the planner would hash every anchor of the crosswalk per row)
+            -- (its own cluster only if its keys still link it there: a row whose
+            -- keys now lead elsewhere moves alone, and leaves the rest behind)
+            SELECT c.c INTO v_t FROM unnest(v_cands) c(c)
+              LEFT JOIN customer_unify.id_map ia ON ia.migration_id = %6$s AND ia.source_tag = 'target' AND ia.old_key = c.c
+             WHERE c.c IS NOT NULL
+             ORDER BY ia.old_key IS NOT NULL DESC, c.c IS NOT DISTINCT FROM v_old DESC, c.c LIMIT 1;
         END IF;
         -- fold the other clusters it now joins into v_t (anchors stay)
-        v_fold := ARRAY(SELECT DISTINCT c FROM unnest(v_cands || v_old) c
-                         WHERE c IS NOT NULL AND c <> v_t AND NOT %16$s);
+        v_fold := ARRAY(SELECT DISTINCT c.c FROM unnest(v_cands) c(c)
+                          LEFT JOIN customer_unify.id_map ia ON ia.migration_id = %6$s AND ia.source_tag = 'target' AND ia.old_key = c.c
+                         WHERE c.c IS NOT NULL AND c.c <> v_t AND ia.old_key IS NULL);
         IF cardinality(v_fold) > 0 THEN
             PERFORM customer_unify._id_map_retarget(%6$s, v_fold, v_t);
 %17$s            DELETE FROM ONLY %18$s WHERE %19$I = ANY (v_fold::%20$s[]);
@@ -3066,8 +3127,10 @@ BEGIN
         v_affected := v_affected || v_t || v_old;
     END LOOP;
     PERFORM %1$s.recompute(v_affected);
-    -- references to these rows follow their cluster
-%21$s    RETURN cardinality(p_keys);
+    -- references to these rows follow their cluster (the backfill fills them in its own pass)
+    IF p_refresh_keys THEN
+%21$s    END IF;
+    RETURN cardinality(p_keys);
 END
 $body$$f$,
         w, 'apply_' || v_tag, v_src, v_key, v_ktype, m.id, v_tag, v_anchor, v_mapped, v_keys,
@@ -3076,6 +3139,60 @@ $body$$f$,
         v_repoint, t.name, t.key, t.key_type, v_follow, v_score,
         ARRAY(SELECT r3->>'rule' FROM jsonb_array_elements(m.spec->'match') r3 WHERE r3->>'score' IS NOT NULL));
 END
+$fn$;
+
+-- reconcile(): rows that share a usable exact key with a row of another
+-- cluster (what two concurrent transactions could leave behind: neither saw
+-- the other's uncommitted row) are matched again, until none is left or a
+-- few rounds made no progress.  The end of the backfill runs it.
+CREATE OR REPLACE FUNCTION customer_unify._merge_reconcile_sql(m customer_unify.migration)
+    RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT format($f$CREATE FUNCTION %1$s.reconcile() RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET jit = off
+AS $body$
+DECLARE
+    r      record;
+    v_n    bigint := 0;
+    v_left bigint;
+    v_round int := 0;
+BEGIN
+    LOOP
+        v_left := 0;
+        FOR r IN
+            SELECT y.src, array_agg(DISTINCT y.skey ORDER BY y.skey) AS keys
+              FROM (SELECT a.src, a.skey, b.src AS bsrc, b.skey AS bskey
+                      FROM %1$s.match_key a
+                      JOIN %1$s.match_key b ON b.rule = a.rule AND b.mkey = a.mkey AND (a.src, a.skey) <> (b.src, b.skey)
+                      JOIN customer_unify.id_map ia ON ia.migration_id = %2$s AND ia.source_tag = a.src AND ia.old_key = a.skey
+                      JOIN customer_unify.id_map ib ON ib.migration_id = %2$s AND ib.source_tag = b.src AND ib.old_key = b.skey
+                     WHERE a.row IS NULL AND ia.target_key <> ib.target_key AND a.src <> 'target'
+                       AND NOT (a.src = b.src AND a.src = ANY (%3$L::text[]))
+                       AND (SELECT count(*) FROM %1$s.match_key c WHERE c.rule = a.rule AND c.mkey = a.mkey) <= %4$s
+                       AND NOT EXISTS (SELECT 1 FROM customer_unify.match_decision d WHERE d.migration_id = %2$s AND d.decision = 'never'
+                                          AND ((d.a_tag, d.a_key, d.b_tag, d.b_key) = (a.src, a.skey, b.src, b.skey)
+                                            OR (d.a_tag, d.a_key, d.b_tag, d.b_key) = (b.src, b.skey, a.src, a.skey)))
+                       AND NOT (ia.target_key IN (SELECT x.old_key FROM customer_unify.id_map x WHERE x.migration_id = %2$s AND x.source_tag = 'target')
+                                AND ib.target_key IN (SELECT x.old_key FROM customer_unify.id_map x WHERE x.migration_id = %2$s AND x.source_tag = 'target'))
+                   ) y
+             GROUP BY y.src
+        LOOP
+            PERFORM customer_unify._merge_apply(%2$s, r.src, r.keys, NULL);
+            v_left := v_left + cardinality(r.keys);
+        END LOOP;
+        v_n := v_n + v_left;
+        v_round := v_round + 1;
+        EXIT WHEN v_left = 0 OR v_round >= 3;
+    END LOOP;
+    RETURN v_n;
+END
+$body$$f$, quote_ident(m.spec->>'work_schema'), m.id,
+        ARRAY(SELECT e->>'tag' FROM jsonb_array_elements(m.spec->'sources') e WHERE (e->>'duplicate_free')::boolean),
+        m.spec->>'max_key_rows')
 $fn$;
 
 -- recompute(target keys): the merged rows of those clusters, from their members.
@@ -3089,12 +3206,15 @@ DECLARE
     t      record := customer_unify._merge_target(m);
     v_cols text := (SELECT string_agg(quote_ident(c), ', ' ORDER BY c) FROM jsonb_object_keys(m.spec->'target'->'columns') c);
     v_set  text := (SELECT string_agg(format('%I = EXCLUDED.%I', c, c), ', ' ORDER BY c) FROM jsonb_object_keys(m.spec->'target'->'columns') c);
-    v_anchor text := CASE WHEN (m.spec->'target'->>'create')::boolean THEN 'false'
-                          ELSE format('EXISTS (SELECT 1 FROM customer_unify.id_map ia WHERE ia.migration_id = %s AND ia.source_tag = %L AND ia.old_key = x.k)', m.id, 'target') END;
+    -- the target keys given that are not anchors (a join: the planner would hash every anchor)
+    v_anchor text := format('(SELECT x.k FROM (SELECT DISTINCT k FROM unnest(p_targets) k WHERE k IS NOT NULL) x '
+                            'LEFT JOIN customer_unify.id_map ia ON ia.migration_id = %s AND ia.source_tag = %L AND ia.old_key = x.k '
+                            'WHERE ia.old_key IS NULL)', m.id, 'target');
 BEGIN
     RETURN format($f$CREATE FUNCTION %1$s.recompute(p_targets text[]) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
+    SET jit = off
 AS $body$
 DECLARE
     v_keys   text[];
@@ -3106,11 +3226,12 @@ BEGIN
         RETURN;
     END IF;
     -- clusters left without members lose their merged row
+    v_keys := ARRAY%5$s;
     DELETE FROM ONLY %2$s t WHERE t.%3$I = ANY (ARRAY(
-        SELECT x.k::%4$s FROM (SELECT DISTINCT k FROM unnest(p_targets) k WHERE k IS NOT NULL) x
-         WHERE NOT %5$s
-           AND NOT EXISTS (SELECT 1 FROM customer_unify.id_map im WHERE im.migration_id = %6$s AND im.target_key = x.k)));
-    v_keys := ARRAY(SELECT x.k FROM (SELECT DISTINCT k FROM unnest(p_targets) k WHERE k IS NOT NULL) x WHERE NOT %5$s);
+        SELECT x.k::%4$s FROM unnest(v_keys) x(k)
+          LEFT JOIN LATERAL (SELECT 1 AS one FROM customer_unify.id_map im
+                              WHERE im.migration_id = %6$s AND im.target_key = x.k LIMIT 1) im ON true
+         WHERE im.one IS NULL));
     PERFORM customer_unify._merge_release(%6$s, p_targets);
     BEGIN
         INSERT INTO %2$s AS t (%3$I, %7$s)
@@ -3119,7 +3240,7 @@ BEGIN
          WHERE v.tkey = ANY (v_keys)
         ON CONFLICT (%3$I) DO UPDATE SET %8$s
          WHERE (%10$s) IS DISTINCT FROM (%11$s);
-    EXCEPTION WHEN unique_violation OR exclusion_violation THEN
+    EXCEPTION WHEN integrity_constraint_violation THEN
         -- one cluster at a time: the ones the target refuses are held for review
         FOREACH v_k IN ARRAY v_keys LOOP
             BEGIN
@@ -3129,7 +3250,7 @@ BEGIN
                  WHERE v.tkey = v_k
                 ON CONFLICT (%3$I) DO UPDATE SET %8$s
                  WHERE (%10$s) IS DISTINCT FROM (%11$s);
-            EXCEPTION WHEN unique_violation OR exclusion_violation THEN
+            EXCEPTION WHEN integrity_constraint_violation THEN
                 GET STACKED DIAGNOSTICS v_msg = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;
                 PERFORM customer_unify._merge_hold(%6$s, v_k, v_msg || coalesce(': ' || v_detail, ''));
                 DELETE FROM ONLY %2$s t WHERE t.%3$I = v_k::%4$s;
@@ -3184,10 +3305,31 @@ BEGIN
         -- rollback removes the rows the merge added to the surviving table, and the crosswalk
         v_steps := v_steps || customer_unify._b_step(
             format('SELECT %L', 'rows the merge adds to ' || t.name || ' are removed by rollback'),
-            format('DELETE FROM ONLY %s t WHERE t.%I::text IN (SELECT im.target_key FROM customer_unify.id_map im WHERE im.migration_id = %s) '
-                   'AND NOT EXISTS (SELECT 1 FROM customer_unify.id_map ia WHERE ia.migration_id = %s AND ia.source_tag = %L AND ia.old_key = t.%I::text); '
-                   'SELECT customer_unify._id_map_clear(%s)',
-                   t.name, t.key, m.id, m.id, 'target', t.key, m.id),
+            -- (a merged row the application has meanwhile referenced, e.g. a new
+            -- booking of a merged person, is kept as the table's own, with a notice)
+            format($f$DO $do$
+DECLARE
+    r record;
+    v_kept bigint := 0;
+BEGIN
+    FOR r IN SELECT t.%2$I AS k FROM ONLY %1$s t
+              WHERE t.%2$I::text IN (SELECT im.target_key FROM customer_unify.id_map im WHERE im.migration_id = %3$s)
+                AND NOT EXISTS (SELECT 1 FROM customer_unify.id_map ia WHERE ia.migration_id = %3$s AND ia.source_tag = 'target'
+                                   AND ia.old_key = t.%2$I::text)
+    LOOP
+        BEGIN
+            DELETE FROM ONLY %1$s t WHERE t.%2$I = r.k;
+        EXCEPTION WHEN foreign_key_violation THEN
+            v_kept := v_kept + 1;
+        END;
+    END LOOP;
+    IF v_kept > 0 THEN
+        RAISE NOTICE '%% rows the merge added to %% are kept: the application references them now', v_kept, %4$L
+            USING HINT = 'They are ordinary rows of the table from now on.';
+    END IF;
+    PERFORM customer_unify._id_map_clear(%3$s);
+END
+$do$$f$, t.name, t.key, m.id, t.name),
             'ROW EXCLUSIVE', t.name);
     ELSE
         v_steps := v_steps || customer_unify._b_step(
@@ -3223,6 +3365,9 @@ BEGIN
                         ELSE format('NOT EXISTS (SELECT 1 FROM customer_unify.id_map ia WHERE ia.migration_id = %s AND ia.source_tag = %L AND ia.old_key = t.%I::text)',
                                     m.id, 'target', t.key) END));
     v_steps := v_steps || customer_unify._b_step(customer_unify._merge_recompute_sql(m));
+    v_steps := v_steps || customer_unify._b_step(format('REVOKE ALL ON FUNCTION %s.recompute(text[]) FROM PUBLIC', w));
+    v_steps := v_steps || customer_unify._b_step(customer_unify._merge_reconcile_sql(m));
+    v_steps := v_steps || customer_unify._b_step(format('REVOKE ALL ON FUNCTION %s.reconcile() FROM PUBLIC', w));
     -- references: the new column (filled from the crosswalk by a trigger and the backfill)
     FOR v_ref IN SELECT e FROM jsonb_array_elements(s->'references') e ORDER BY (e->>'n')::int LOOP
         v_name := customer_unify._b_name((v_ref->>'relid')::oid::regclass);
@@ -3237,13 +3382,20 @@ BEGIN
     SET search_path = pg_catalog, pg_temp
 AS $body$
 BEGIN
-    NEW.%I := (SELECT im.target_key::%s FROM customer_unify.id_map im
-                WHERE im.migration_id = %s AND im.source_tag = %L AND im.old_key = NEW.%I::text
-                  AND NOT EXISTS (SELECT 1 FROM customer_unify.merge_held h
-                                   WHERE h.migration_id = im.migration_id AND h.target_key = im.target_key));
+    IF NEW.%5$I IS NULL THEN
+        NEW.%3$I := NULL;
+        RETURN NEW;
+    END IF;
+    -- a transaction still matching the row it names is waited for (see apply_*)
+    PERFORM pg_catalog.pg_advisory_xact_lock_shared(1129660418, pg_catalog.hashtext(%6$s || ':' || %7$L || ':' || NEW.%5$I::text));
+    NEW.%3$I := (SELECT im.target_key::%4$s FROM customer_unify.id_map im
+                  WHERE im.migration_id = %6$s AND im.source_tag = %7$L AND im.old_key = NEW.%5$I::text
+                    AND NOT EXISTS (SELECT 1 FROM customer_unify.merge_held h
+                                     WHERE h.migration_id = im.migration_id AND h.target_key = im.target_key));
     RETURN NEW;
 END
-$body$$f$, w, 'ref_' || (v_ref->>'n'), v_ref->>'new_column', t.key_type, m.id, v_ref->>'source', v_ref->>'column'));
+$body$$f$, w, 'ref_' || (v_ref->>'n'), v_ref->>'new_column', t.key_type, v_ref->>'column', m.id, v_ref->>'source'));
+        v_steps := v_steps || customer_unify._b_step(format('REVOKE ALL ON FUNCTION %s.%I() FROM PUBLIC', w, 'ref_' || (v_ref->>'n')));
         v_trg := format('customer_unify_%s_ref%s', m.id, v_ref->>'n');
         v_steps := v_steps || customer_unify._b_step(
             format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE OF %I, %I ON %s FOR EACH ROW EXECUTE FUNCTION %s.%I()',
@@ -3261,6 +3413,7 @@ $body$$f$, w, 'ref_' || (v_ref->>'n'), v_ref->>'new_column', t.key_type, m.id, v
     FOR v_src IN SELECT e FROM jsonb_array_elements(s->'sources') e ORDER BY (e->>'priority')::int, e->>'tag' LOOP
         v_name := customer_unify._b_name((v_src->>'relid')::oid::regclass);
         v_steps := v_steps || customer_unify._b_step(customer_unify._merge_apply_sql(m, v_src));
+        v_steps := v_steps || customer_unify._b_step(format('REVOKE ALL ON FUNCTION %s.%I(text[], boolean) FROM PUBLIC', w, 'apply_' || (v_src->>'tag')));
         v_trg := format('customer_unify_%s_merge', m.id);
         v_steps := v_steps || customer_unify._b_step(
             format($f$DO $do$ BEGIN EXECUTE pg_catalog.format(%L, %L::pg_catalog.regprocedure::pg_catalog.oid); EXECUTE pg_catalog.format(%L, %L::pg_catalog.regprocedure::pg_catalog.oid); EXECUTE pg_catalog.format(%L, %L::pg_catalog.regprocedure::pg_catalog.oid); END $do$$f$,
@@ -3295,7 +3448,9 @@ $body$$f$, w, 'ref_' || (v_ref->>'n'), v_ref->>'new_column', t.key_type, m.id, v
     lock_mode := NULL; lock_relation := NULL;
 
     ---------------------------------------------------------------- validate (after the copy)
-    phase := 'validate'; seq := 0;
+    phase := 'validate'; seq := 1;
+    statement := format('SELECT %s.reconcile()', w); lock_mode := NULL; lock_relation := NULL;
+    RETURN NEXT;
     FOR v_ref IN SELECT e FROM jsonb_array_elements(s->'references') e ORDER BY (e->>'n')::int LOOP
         seq := seq + 1;
         v_name := customer_unify._b_name((v_ref->>'relid')::oid::regclass);
@@ -3418,6 +3573,9 @@ AS $$
     ), t AS (SELECT * FROM customer_unify._merge_target(m))
     SELECT format('%s%s_%s', pass.p, lpad(src.n::text, 2, '0'), src.s->>'tag'), (src.s->>'key_type')::regtype,
            jsonb_build_object('source_tag', src.s->>'tag', 'key', src.s->>'key',
+               -- statistics of what the earlier passes filled, before this one plans
+               'analyze', jsonb_build_array('customer_unify.id_map', quote_ident(m.spec->>'work_schema') || '.match_key',
+                                            (SELECT t.name FROM t)),
                'batch_first', format('WITH b AS MATERIALIZED (SELECT s.%1$I AS k FROM ONLY %2$s s WHERE NOT (s.%1$I > $2) ORDER BY s.%1$I LIMIT $3), '
                                      'a AS MATERIALIZED (SELECT %3$s.%4$I(ARRAY(SELECT b.k::text FROM b), %5$s) AS n) '
                                      'SELECT (SELECT b.k FROM b ORDER BY b.k DESC LIMIT 1), (SELECT pg_catalog.count(*) FROM b) FROM a',
@@ -3431,20 +3589,22 @@ AS $$
       FROM src, pass
     UNION ALL
     SELECT format('c%s_ref', lpad(r->>'n', 2, '0')), (SELECT a.atttypid::regtype FROM pg_attribute a WHERE a.attrelid = (r->>'relid')::oid AND a.attname = r->>'key'),
+           -- each referencing row looks its old key up in the crosswalk by the crosswalk's key
            jsonb_build_object('source_tag', r->>'tag', 'key', r->>'key',
+               'analyze', jsonb_build_array('customer_unify.id_map'),
                'batch_first', format('WITH b AS MATERIALIZED (SELECT x.%1$I AS k FROM ONLY %2$s x WHERE NOT (x.%1$I > $2) ORDER BY x.%1$I LIMIT $3), '
-                                     'u AS (UPDATE ONLY %2$s x SET %3$I = im.target_key::%4$s FROM b, customer_unify.id_map im '
-                                     'WHERE x.%1$I = b.k AND im.migration_id = %5$s AND im.source_tag = %6$L AND im.old_key = x.%7$I::text '
-                                     'AND NOT EXISTS (SELECT 1 FROM customer_unify.merge_held h WHERE h.migration_id = %5$s AND h.target_key = im.target_key) '
-                                     'AND x.%3$I IS DISTINCT FROM im.target_key::%4$s RETURNING 1) '
+                                     'u AS (UPDATE ONLY %2$s x SET %3$I = (SELECT im.target_key::%4$s FROM customer_unify.id_map im '
+                                     'WHERE im.migration_id = %5$s AND im.source_tag = %6$L AND im.old_key = x.%7$I::text '
+                                     'AND NOT EXISTS (SELECT 1 FROM customer_unify.merge_held h WHERE h.migration_id = %5$s AND h.target_key = im.target_key)) '
+                                     'FROM b WHERE x.%1$I = b.k RETURNING 1) '
                                      'SELECT (SELECT b.k FROM b ORDER BY b.k DESC LIMIT 1), (SELECT pg_catalog.count(*) FROM b) + 0 * (SELECT pg_catalog.count(*) FROM u)',
                                      r->>'key', customer_unify._b_name((r->>'relid')::oid::regclass), r->>'new_column', t.key_type,
                                      m.id, r->>'source', r->>'column'),
                'batch', format('WITH b AS MATERIALIZED (SELECT x.%1$I AS k FROM ONLY %2$s x WHERE x.%1$I > $1 AND NOT (x.%1$I > $2) ORDER BY x.%1$I LIMIT $3), '
-                               'u AS (UPDATE ONLY %2$s x SET %3$I = im.target_key::%4$s FROM b, customer_unify.id_map im '
-                               'WHERE x.%1$I = b.k AND im.migration_id = %5$s AND im.source_tag = %6$L AND im.old_key = x.%7$I::text '
-                                     'AND NOT EXISTS (SELECT 1 FROM customer_unify.merge_held h WHERE h.migration_id = %5$s AND h.target_key = im.target_key) '
-                               'AND x.%3$I IS DISTINCT FROM im.target_key::%4$s RETURNING 1) '
+                               'u AS (UPDATE ONLY %2$s x SET %3$I = (SELECT im.target_key::%4$s FROM customer_unify.id_map im '
+                               'WHERE im.migration_id = %5$s AND im.source_tag = %6$L AND im.old_key = x.%7$I::text '
+                               'AND NOT EXISTS (SELECT 1 FROM customer_unify.merge_held h WHERE h.migration_id = %5$s AND h.target_key = im.target_key)) '
+                               'FROM b WHERE x.%1$I = b.k RETURNING 1) '
                                'SELECT (SELECT b.k FROM b ORDER BY b.k DESC LIMIT 1), (SELECT pg_catalog.count(*) FROM b) + 0 * (SELECT pg_catalog.count(*) FROM u)',
                                r->>'key', customer_unify._b_name((r->>'relid')::oid::regclass), r->>'new_column', t.key_type,
                                m.id, r->>'source', r->>'column'))
