@@ -40,9 +40,9 @@
 #   to an existing row left empty, the FK validated; the sources equal their
 #   shadows; no server process died but by the test's SIGKILLs.
 #
-# A last scenario is TODO (a bug of the extension): a source row written after
-# start but before the target's streams ran makes a merged row that those
-# streams adopt as an anchor.
+# A last scenario is TODO (a bug of the extension): source rows written after
+# start but before the target's streams ran make merged rows that those
+# streams adopt as anchors.
 #
 # The writes are single-statement transactions from one connection (a round
 # of them in one psql run), on rows behind the running stream's checkpoint or
@@ -802,14 +802,16 @@ sub finish_after_error
 }
 
 # ------------------------------------------- writes before the target's streams
-# A source row written after start, before the backfill's target streams
-# (a01_target, b01_target) have passed the new merged row's key: the streams
-# take the merged row for one of the target's own rows and make it an anchor
-# of itself. It is then frozen (survivorship no longer recomputes it) and
-# rollback leaves it in the target. verify() does not notice.
+# Source rows written after start, before the backfill's target streams
+# (a01_target, b01_target) have passed the key of the merged row they make:
+# those streams take the merged row for one of the target's own rows and make
+# it an anchor of itself. A new person's row is then frozen (survivorship no
+# longer recomputes it) and rollback leaves it in the target; a row of an
+# anchor's person leaves a crosswalk anchor whose target row is gone, and
+# verify() fails.
 {
 	my $db = 'cu_early';
-	note "==================== a write before the target's streams ====================";
+	note "==================== writes before the target's streams ====================";
 	q1('postgres', "CREATE DATABASE $db");
 	q1(
 		$db, q{
@@ -824,15 +826,16 @@ sub finish_after_error
 		  "sources": [{"table": "legacy.customers", "tag": "legacy", "columns": {"email": "lower(email)", "name": "name"}}],
 		  "match": [{"rule": "email", "key": "lower(btrim(email))"}]}');
 		SELECT customer_unify.start('m');
-		INSERT INTO legacy.customers VALUES (3, 'pat@x.org', 'Pat');
+		-- a new person, and a second row of the anchor's person
+		INSERT INTO legacy.customers VALUES (3, 'pat@x.org', 'Pat'), (4, ' ANA@x.org', 'Ana again');
 		CALL customer_unify.backfill('m', batch_size => 10);
 	});
-	is(q1($db, q{SELECT count(*) FILTER (WHERE NOT ok) FROM customer_unify.verify('m')}), '0',
-		"$db: verify() all ok");
-	is(q1($db, 'SELECT count(*) FROM core.customers'), '3', "$db: three people");
+	is(state_of($db), 'backfilled', "$db: backfilled");
 	TODO:
 	{
 		local $TODO = 'bug: a merged row made by a live write before the target streams ran is adopted as an anchor';
+		is(q1($db, q{SELECT count(*) FILTER (WHERE NOT ok) FROM customer_unify.verify('m')}), '0',
+			"$db: verify() all ok");
 		is(q1($db, q{SELECT count(*) FROM customer_unify.id_map WHERE source_tag = 'target'}),
 			'1', "$db: the target's one row is the only anchor");
 		q1($db, q{UPDATE legacy.customers SET name = 'Pat Renamed' WHERE id = 3});
