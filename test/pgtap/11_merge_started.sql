@@ -176,7 +176,7 @@ SELECT is_empty($$SELECT p.oid::regprocedure::text || ' ' || coalesce(p.proconfi
                      AND NOT 'search_path=pg_catalog, pg_temp' = ANY (coalesce(p.proconfig, '{}'))$$,
                 'every generated function pins SET search_path = pg_catalog, pg_temp');
 SELECT is(ARRAY(SELECT p.proname || ' ' || array_to_string(p.proconfig, ' ') FROM pg_proc p
-                 WHERE p.pronamespace = 'm_merge'::regnamespace AND p.proname NOT LIKE 'ref\_%' ORDER BY 1 COLLATE "C"),
+                 WHERE p.pronamespace = 'm_merge'::regnamespace AND p.proname NOT LIKE 'ref\_%' ORDER BY (p.proname || ' ' || array_to_string(p.proconfig, ' ')) COLLATE "C"),
           ARRAY['apply_ai search_path=pg_catalog, pg_temp jit=off join_collapse_limit=1',
                 'apply_legacy search_path=pg_catalog, pg_temp jit=off join_collapse_limit=1',
                 'apply_target search_path=pg_catalog, pg_temp jit=off join_collapse_limit=1',
