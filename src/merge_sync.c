@@ -157,6 +157,7 @@ static Oid	checked_user = InvalidOid;
 static int	checked_flags = -1;
 
 static void crosswalk_check_now(int64 migration_id, bool allow_planned, bool allow_rolled_back);
+static void crosswalk_args_not_null(FunctionCallInfo fcinfo, int nargs);
 
 static void
 crosswalk_check(int64 migration_id, bool allow_planned, bool allow_rolled_back)
@@ -239,11 +240,12 @@ static SPIPlanPtr plan_release = NULL;
  * *plan on first use (the SQL is schema-qualified throughout, so no
  * search_path can change what it means).
  */
-static void
+static uint64
 crosswalk_exec(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types, Datum *values, const char *nulls,
 			   int expected)
 {
 	int			rc;
+	uint64		processed;
 
 	SPI_connect();
 	if (*plan == NULL)
@@ -251,8 +253,26 @@ crosswalk_exec(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types, Datum *
 	rc = cu_spi_as(cu_extension_owner(), false, NULL, *plan, nargs, types, values, nulls, false, 0);
 	if (rc != expected)
 		elog(ERROR, "customer_unify: crosswalk statement failed (%s): %s", SPI_result_code_string(rc), sql);
+	processed = SPI_processed;
 	CommandCounterIncrement();
 	SPI_finish();
+	return processed;
+}
+
+/*
+ * The arguments of a crosswalk function: none NULL, the caller may write the
+ * crosswalk of the migration in argument 1, and their values for the
+ * statement.
+ */
+static void
+crosswalk_args(FunctionCallInfo fcinfo, int nargs, bool allow_planned, bool allow_rolled_back, Datum *values)
+{
+	int			i;
+
+	crosswalk_args_not_null(fcinfo, nargs);
+	crosswalk_check(PG_GETARG_INT64(0), allow_planned, allow_rolled_back);
+	for (i = 0; i < nargs; i++)
+		values[i] = PG_GETARG_DATUM(i);
 }
 
 static void
@@ -276,17 +296,12 @@ PG_FUNCTION_INFO_V1(cu_id_map_set);
 Datum
 cu_id_map_set(PG_FUNCTION_ARGS)
 {
-	int64		migration_id;
 	Oid			types[5] = {INT8OID, TEXTOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
 	Datum		values[5];
-	int			i;
+	uint64		n;
 
-	crosswalk_args_not_null(fcinfo, 5);
-	migration_id = PG_GETARG_INT64(0);
-	crosswalk_check(migration_id, false, false);
-	for (i = 0; i < 5; i++)
-		values[i] = PG_GETARG_DATUM(i);
-	crosswalk_exec(&plan_map_set, "INSERT INTO customer_unify.id_map AS x (migration_id, source_tag, source, old_key, old_key_type, target_key, rule) "
+	crosswalk_args(fcinfo, 5, false, false, values);
+	n = crosswalk_exec(&plan_map_set, "INSERT INTO customer_unify.id_map AS x (migration_id, source_tag, source, old_key, old_key_type, target_key, rule) "
 				   "SELECT $1, $2, r.relid, u.old_key, a.atttypid::pg_catalog.regtype, u.target_key, u.rule "
 				   "FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5)) u(old_key, target_key, rule) "
 				   "JOIN customer_unify.migration_relation r ON r.migration_id OPERATOR(pg_catalog.=) $1 "
@@ -299,7 +314,7 @@ cu_id_map_set(PG_FUNCTION_ARGS)
 				   "SET target_key = EXCLUDED.target_key, rule = EXCLUDED.rule, merged_at = pg_catalog.now() "
 				   "WHERE (x.target_key, x.rule) IS DISTINCT FROM (EXCLUDED.target_key, EXCLUDED.rule)",
 				   5, types, values, NULL, SPI_OK_INSERT);
-	PG_RETURN_INT32((int32) SPI_processed);
+	PG_RETURN_INT32((int32) n);
 }
 
 PG_FUNCTION_INFO_V1(cu_id_map_delete);
@@ -308,20 +323,15 @@ PG_FUNCTION_INFO_V1(cu_id_map_delete);
 Datum
 cu_id_map_delete(PG_FUNCTION_ARGS)
 {
-	int64		migration_id;
 	Oid			types[3] = {INT8OID, TEXTOID, TEXTARRAYOID};
 	Datum		values[3];
+	uint64		n;
 
-	crosswalk_args_not_null(fcinfo, 3);
-	migration_id = PG_GETARG_INT64(0);
-	crosswalk_check(migration_id, false, false);
-	values[0] = PG_GETARG_DATUM(0);
-	values[1] = PG_GETARG_DATUM(1);
-	values[2] = PG_GETARG_DATUM(2);
-	crosswalk_exec(&plan_map_delete, "DELETE FROM customer_unify.id_map x WHERE x.migration_id OPERATOR(pg_catalog.=) $1 "
+	crosswalk_args(fcinfo, 3, false, false, values);
+	n = crosswalk_exec(&plan_map_delete, "DELETE FROM customer_unify.id_map x WHERE x.migration_id OPERATOR(pg_catalog.=) $1 "
 				   "AND x.source_tag OPERATOR(pg_catalog.=) $2 AND x.old_key OPERATOR(pg_catalog.=) ANY ($3)",
 				   3, types, values, NULL, SPI_OK_DELETE);
-	PG_RETURN_INT32((int32) SPI_processed);
+	PG_RETURN_INT32((int32) n);
 }
 
 PG_FUNCTION_INFO_V1(cu_id_map_retarget);
@@ -330,21 +340,16 @@ PG_FUNCTION_INFO_V1(cu_id_map_retarget);
 Datum
 cu_id_map_retarget(PG_FUNCTION_ARGS)
 {
-	int64		migration_id;
 	Oid			types[3] = {INT8OID, TEXTARRAYOID, TEXTOID};
 	Datum		values[3];
+	uint64		n;
 
-	crosswalk_args_not_null(fcinfo, 3);
-	migration_id = PG_GETARG_INT64(0);
-	crosswalk_check(migration_id, false, false);
-	values[0] = PG_GETARG_DATUM(0);
-	values[1] = PG_GETARG_DATUM(1);
-	values[2] = PG_GETARG_DATUM(2);
-	crosswalk_exec(&plan_map_retarget, "UPDATE customer_unify.id_map x SET target_key = $3, merged_at = pg_catalog.now() "
+	crosswalk_args(fcinfo, 3, false, false, values);
+	n = crosswalk_exec(&plan_map_retarget, "UPDATE customer_unify.id_map x SET target_key = $3, merged_at = pg_catalog.now() "
 				   "WHERE x.migration_id OPERATOR(pg_catalog.=) $1 AND x.target_key OPERATOR(pg_catalog.=) ANY ($2) "
 				   "AND x.target_key OPERATOR(pg_catalog.<>) $3",
 				   3, types, values, NULL, SPI_OK_UPDATE);
-	PG_RETURN_INT32((int32) SPI_processed);
+	PG_RETURN_INT32((int32) n);
 }
 
 PG_FUNCTION_INFO_V1(cu_id_map_clear);
@@ -353,19 +358,16 @@ PG_FUNCTION_INFO_V1(cu_id_map_clear);
 Datum
 cu_id_map_clear(PG_FUNCTION_ARGS)
 {
-	int64		migration_id;
 	Oid			types[1] = {INT8OID};
 	Datum		values[1];
+	uint64		n;
 
-	crosswalk_args_not_null(fcinfo, 1);
-	migration_id = PG_GETARG_INT64(0);
-	crosswalk_check(migration_id, false, true);
-	values[0] = PG_GETARG_DATUM(0);
-	crosswalk_exec(&plan_clear_held, "DELETE FROM customer_unify.merge_held h WHERE h.migration_id OPERATOR(pg_catalog.=) $1",
+	crosswalk_args(fcinfo, 1, false, true, values);
+	(void) crosswalk_exec(&plan_clear_held, "DELETE FROM customer_unify.merge_held h WHERE h.migration_id OPERATOR(pg_catalog.=) $1",
 				   1, types, values, NULL, SPI_OK_DELETE);
-	crosswalk_exec(&plan_clear_map, "DELETE FROM customer_unify.id_map x WHERE x.migration_id OPERATOR(pg_catalog.=) $1",
-				   1, types, values, NULL, SPI_OK_DELETE);
-	PG_RETURN_INT32((int32) SPI_processed);
+	n = crosswalk_exec(&plan_clear_map, "DELETE FROM customer_unify.id_map x WHERE x.migration_id OPERATOR(pg_catalog.=) $1",
+					   1, types, values, NULL, SPI_OK_DELETE);
+	PG_RETURN_INT32((int32) n);
 }
 
 /* ---------------------------------------------------------- decisions */
@@ -476,12 +478,8 @@ cu_merge_hold(PG_FUNCTION_ARGS)
 	Oid			types[3] = {INT8OID, TEXTOID, TEXTOID};
 	Datum		values[3];
 
-	crosswalk_args_not_null(fcinfo, 3);
-	crosswalk_check(PG_GETARG_INT64(0), false, false);
-	values[0] = PG_GETARG_DATUM(0);
-	values[1] = PG_GETARG_DATUM(1);
-	values[2] = PG_GETARG_DATUM(2);
-	crosswalk_exec(&plan_hold, "INSERT INTO customer_unify.merge_held AS h (migration_id, target_key, reason) VALUES ($1, $2, $3) "
+	crosswalk_args(fcinfo, 3, false, false, values);
+	(void) crosswalk_exec(&plan_hold, "INSERT INTO customer_unify.merge_held AS h (migration_id, target_key, reason) VALUES ($1, $2, $3) "
 				   "ON CONFLICT (migration_id, target_key) DO UPDATE SET reason = EXCLUDED.reason, held_at = pg_catalog.now()",
 				   3, types, values, NULL, SPI_OK_INSERT);
 	PG_RETURN_VOID();
@@ -495,15 +493,13 @@ cu_merge_release(PG_FUNCTION_ARGS)
 {
 	Oid			types[2] = {INT8OID, TEXTARRAYOID};
 	Datum		values[2];
+	uint64		n;
 
-	crosswalk_args_not_null(fcinfo, 2);
-	crosswalk_check(PG_GETARG_INT64(0), false, true);
-	values[0] = PG_GETARG_DATUM(0);
-	values[1] = PG_GETARG_DATUM(1);
-	crosswalk_exec(&plan_release, "DELETE FROM customer_unify.merge_held h WHERE h.migration_id OPERATOR(pg_catalog.=) $1 "
+	crosswalk_args(fcinfo, 2, false, true, values);
+	n = crosswalk_exec(&plan_release, "DELETE FROM customer_unify.merge_held h WHERE h.migration_id OPERATOR(pg_catalog.=) $1 "
 				   "AND h.target_key OPERATOR(pg_catalog.=) ANY ($2)",
 				   2, types, values, NULL, SPI_OK_DELETE);
-	PG_RETURN_INT32((int32) SPI_processed);
+	PG_RETURN_INT32((int32) n);
 }
 
 /* ---------------------------------------------------------- DBA actions */

@@ -2257,6 +2257,19 @@ BEGIN
 END
 $$;
 
+-- A source row in the target's shape: the select list of every target
+-- column (name -> type in p_target_columns), from the source's expression
+-- where it maps one and NULL of the column's type where it does not.
+CREATE OR REPLACE FUNCTION customer_unify._merge_mapped_columns(p_source_columns jsonb, p_target_columns jsonb)
+    RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT string_agg(format('%s AS %I', CASE WHEN p_source_columns ? c.k THEN format('(%s)::%s', p_source_columns->>c.k, c.t)
+                                              ELSE format('NULL::%s', c.t) END, c.k), ', ' ORDER BY c.k)
+      FROM jsonb_each_text(p_target_columns) c(k, t)
+$$;
+
 -------------------------------------------------------------------------------
 -- validate: the whole spec, before anything is created.
 -------------------------------------------------------------------------------
@@ -2517,8 +2530,7 @@ BEGIN
             IF v_r->>'key' IS NULL THEN
                 CONTINUE;
             END IF;
-            v_mapped := (SELECT string_agg(format('%s AS %I', CASE WHEN v_src->'columns' ? k THEN format('(%s)::%s', v_src->'columns'->>k, v_tcols->>k) ELSE format('NULL::%s', v_tcols->>k) END, k), ', ')
-                           FROM jsonb_object_keys(v_tcols) k);
+            v_mapped := customer_unify._merge_mapped_columns(v_src->'columns', v_tcols);
             PERFORM customer_unify._merge_check_expression(v_r->>'key',
                 format('(SELECT %s FROM ONLY %s s) t', v_mapped, (v_src->>'relid')::oid::regclass::text), 'text',
                 format('$.match[%s].key', v_i));
@@ -2529,7 +2541,7 @@ BEGIN
         END IF;
         IF v_r ? 'score' THEN
             -- over two rows of the target's shape
-            v_mapped := (SELECT string_agg(format('NULL::%s AS %I', v_tcols->>k, k), ', ') FROM jsonb_object_keys(v_tcols) k);
+            v_mapped := customer_unify._merge_mapped_columns('{}', v_tcols);
             PERFORM customer_unify._merge_check_expression(v_r->>'score',
                 format('((SELECT %s) a CROSS JOIN (SELECT %s) b)', v_mapped, v_mapped), 'double precision',
                 format('$.match[%s].score', v_i));
@@ -2680,8 +2692,7 @@ AS $$
                   'FROM customer_unify.id_map im JOIN ONLY %s s ON s.%I = im.old_key::%s '
                   'WHERE im.migration_id = %s AND im.source_tag = %L',
                   (p_src->>'priority')::int, p_src->>'tag',
-                  (SELECT string_agg(format('%s AS %I', CASE WHEN p_src->'columns' ? c.k THEN format('(%s)::%s', p_src->'columns'->>c.k, c.t) ELSE format('NULL::%s', c.t) END, c.k), ', ' ORDER BY c.k)
-                     FROM jsonb_each_text(m.spec->'target'->'columns') c(k, t)),
+                  customer_unify._merge_mapped_columns(p_src->'columns', m.spec->'target'->'columns'),
                   customer_unify._b_name((p_src->>'relid')::oid::regclass), p_src->>'key', p_src->>'key_type',
                   m.id, p_src->>'tag')
 $$;
@@ -2760,8 +2771,7 @@ BEGIN
     v_limit := coalesce((SELECT 'CASE ka.rule ' || string_agg(format('WHEN %L THEN %s', r2->>'rule', r2->>'max_rows'), ' ')
                                 || ' ELSE ' || (m.spec->>'max_key_rows') || ' END'
                            FROM jsonb_array_elements(m.spec->'match') r2 WHERE r2->>'max_rows' IS NOT NULL), m.spec->>'max_key_rows');
-    v_mapped := (SELECT string_agg(format('%s AS %I', CASE WHEN p_src->'columns' ? c.k THEN format('(%s)::%s', p_src->'columns'->>c.k, c.t) ELSE format('NULL::%s', c.t) END, c.k), ', ' ORDER BY c.k)
-                   FROM jsonb_each_text(m.spec->'target'->'columns') c(k, t));
+    v_mapped := customer_unify._merge_mapped_columns(p_src->'columns', m.spec->'target'->'columns');
     -- (rule, key) of each rule, from the source's own expression over s or the rule's over the mapped row
     v_keys := (SELECT string_agg(format('(%L, %s)', r2->>'rule',
                                         CASE WHEN p_src->'keys' ? (r2->>'rule')
@@ -3369,13 +3379,27 @@ $fn$;
 -- copy plan: one stream per source (anchors first, then by priority), each
 -- batch the apply function over the next keys; then one per reference.
 -------------------------------------------------------------------------------
+-- The keyset of a batch as the engine's statement streams take it ($1 the
+-- last key done, not in the first batch; $2 the copy's last key; $3 the
+-- batch size): the CTE b of the next keys, to which a stream adds its work
+-- and the row (last key, rows) the engine reads.
+CREATE OR REPLACE FUNCTION customer_unify._merge_batch_keys(p_rel text, p_key text, p_first boolean)
+    RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('WITH b AS MATERIALIZED (SELECT s.%1$I AS k FROM ONLY %2$s s WHERE %3$sNOT (s.%1$I > $2) ORDER BY s.%1$I LIMIT $3), ',
+                  p_key, p_rel, CASE WHEN p_first THEN '' ELSE format('s.%I > $1 AND ', p_key) END)
+$$;
+
 CREATE OR REPLACE FUNCTION customer_unify._merge_copy_plan(m customer_unify.migration)
     RETURNS TABLE (stream text, key_type regtype, plan jsonb)
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
     WITH src AS (
-        SELECT e AS s, row_number() OVER (ORDER BY (e->>'priority')::int, e->>'tag') AS n
+        SELECT e AS s, row_number() OVER (ORDER BY (e->>'priority')::int, e->>'tag') AS n,
+               customer_unify._b_name((e->>'relid')::oid::regclass) AS rel
           FROM jsonb_array_elements(m.spec->'sources') e
     ), pass AS (
         -- a: every source's match keys; b: matching, in priority order
@@ -3386,39 +3410,28 @@ AS $$
                -- statistics of what the earlier passes filled, before this one plans
                'analyze', jsonb_build_array('customer_unify.id_map', quote_ident(m.spec->>'work_schema') || '.match_key',
                                             (SELECT t.name FROM t)),
-               'batch_first', format('WITH b AS MATERIALIZED (SELECT s.%1$I AS k FROM ONLY %2$s s WHERE NOT (s.%1$I > $2) ORDER BY s.%1$I LIMIT $3), '
-                                     'a AS MATERIALIZED (SELECT %3$s.%4$I(ARRAY(SELECT b.k::text FROM b), %5$s) AS n) '
-                                     'SELECT (SELECT b.k FROM b ORDER BY b.k DESC LIMIT 1), (SELECT pg_catalog.count(*) FROM b) FROM a',
-                                     src.s->>'key', customer_unify._b_name((src.s->>'relid')::oid::regclass),
-                                     quote_ident(m.spec->>'work_schema'), 'apply_' || (src.s->>'tag'), pass.refresh),
-               'batch', format('WITH b AS MATERIALIZED (SELECT s.%1$I AS k FROM ONLY %2$s s WHERE s.%1$I > $1 AND NOT (s.%1$I > $2) ORDER BY s.%1$I LIMIT $3), '
-                               'a AS MATERIALIZED (SELECT %3$s.%4$I(ARRAY(SELECT b.k::text FROM b), %5$s) AS n) '
-                               'SELECT (SELECT b.k FROM b ORDER BY b.k DESC LIMIT 1), (SELECT pg_catalog.count(*) FROM b) FROM a',
-                               src.s->>'key', customer_unify._b_name((src.s->>'relid')::oid::regclass),
-                               quote_ident(m.spec->>'work_schema'), 'apply_' || (src.s->>'tag'), pass.refresh))
-      FROM src, pass
+               'batch_first', customer_unify._merge_batch_keys(src.rel, src.s->>'key', true) || w.work,
+               'batch', customer_unify._merge_batch_keys(src.rel, src.s->>'key', false) || w.work)
+      FROM src, pass,
+           LATERAL (SELECT format('a AS MATERIALIZED (SELECT %s.%I(ARRAY(SELECT b.k::text FROM b), %s) AS n) '
+                                  'SELECT (SELECT b.k FROM b ORDER BY b.k DESC LIMIT 1), (SELECT pg_catalog.count(*) FROM b) FROM a',
+                                  quote_ident(m.spec->>'work_schema'), 'apply_' || (src.s->>'tag'), pass.refresh) AS work) w
     UNION ALL
     SELECT format('c%s_ref', lpad(r->>'n', 2, '0')), (SELECT a.atttypid::regtype FROM pg_attribute a WHERE a.attrelid = (r->>'relid')::oid AND a.attname = r->>'key'),
            -- each referencing row looks its old key up in the crosswalk by the crosswalk's key
            jsonb_build_object('source_tag', r->>'tag', 'key', r->>'key',
                'analyze', jsonb_build_array('customer_unify.id_map'),
-               'batch_first', format('WITH b AS MATERIALIZED (SELECT x.%1$I AS k FROM ONLY %2$s x WHERE NOT (x.%1$I > $2) ORDER BY x.%1$I LIMIT $3), '
-                                     'u AS (UPDATE ONLY %2$s x SET %3$I = (SELECT im.target_key::%4$s FROM customer_unify.id_map im '
-                                     'WHERE im.migration_id = %5$s AND im.source_tag = %6$L AND im.old_key = x.%7$I::text '
-                                     'AND NOT EXISTS (SELECT 1 FROM customer_unify.merge_held h WHERE h.migration_id = %5$s AND h.target_key = im.target_key)) '
-                                     'FROM b WHERE x.%1$I = b.k RETURNING 1) '
-                                     'SELECT (SELECT b.k FROM b ORDER BY b.k DESC LIMIT 1), (SELECT pg_catalog.count(*) FROM b) + 0 * (SELECT pg_catalog.count(*) FROM u)',
-                                     r->>'key', customer_unify._b_name((r->>'relid')::oid::regclass), r->>'new_column', t.key_type,
-                                     m.id, r->>'source', r->>'column'),
-               'batch', format('WITH b AS MATERIALIZED (SELECT x.%1$I AS k FROM ONLY %2$s x WHERE x.%1$I > $1 AND NOT (x.%1$I > $2) ORDER BY x.%1$I LIMIT $3), '
-                               'u AS (UPDATE ONLY %2$s x SET %3$I = (SELECT im.target_key::%4$s FROM customer_unify.id_map im '
-                               'WHERE im.migration_id = %5$s AND im.source_tag = %6$L AND im.old_key = x.%7$I::text '
-                               'AND NOT EXISTS (SELECT 1 FROM customer_unify.merge_held h WHERE h.migration_id = %5$s AND h.target_key = im.target_key)) '
-                               'FROM b WHERE x.%1$I = b.k RETURNING 1) '
-                               'SELECT (SELECT b.k FROM b ORDER BY b.k DESC LIMIT 1), (SELECT pg_catalog.count(*) FROM b) + 0 * (SELECT pg_catalog.count(*) FROM u)',
-                               r->>'key', customer_unify._b_name((r->>'relid')::oid::regclass), r->>'new_column', t.key_type,
-                               m.id, r->>'source', r->>'column'))
-      FROM jsonb_array_elements(m.spec->'references') r, t
+               'batch_first', customer_unify._merge_batch_keys(w.rel, r->>'key', true) || w.work,
+               'batch', customer_unify._merge_batch_keys(w.rel, r->>'key', false) || w.work)
+      FROM jsonb_array_elements(m.spec->'references') r, t,
+           LATERAL (SELECT customer_unify._b_name((r->>'relid')::oid::regclass) AS rel) rr,
+           LATERAL (SELECT rr.rel,
+                           format('u AS (UPDATE ONLY %1$s x SET %2$I = (SELECT im.target_key::%3$s FROM customer_unify.id_map im '
+                                  'WHERE im.migration_id = %4$s AND im.source_tag = %5$L AND im.old_key = x.%6$I::text '
+                                  'AND NOT EXISTS (SELECT 1 FROM customer_unify.merge_held h WHERE h.migration_id = %4$s AND h.target_key = im.target_key)) '
+                                  'FROM b WHERE x.%7$I = b.k RETURNING 1) '
+                                  'SELECT (SELECT b.k FROM b ORDER BY b.k DESC LIMIT 1), (SELECT pg_catalog.count(*) FROM b) + 0 * (SELECT pg_catalog.count(*) FROM u)',
+                                  rr.rel, r->>'new_column', t.key_type, m.id, r->>'source', r->>'column', r->>'key') AS work) w
 $$;
 
 -------------------------------------------------------------------------------
