@@ -13,10 +13,10 @@ SHLIB_LINK += -lphonenumber -lidn2 -lstdc++
 # hashes against src/sql/released.sha256); the current release is assembled
 # from the pieces below by `make sql` and committed, so that it freezes in
 # turn when the next release starts.
-CURRENT_VERSION = 1.2
+CURRENT_VERSION = 1.3
 SQL_PIECES  = src/sql/engine.sql src/sql/builders.sql src/sql/verify.sql src/sql/guard.sql \
               src/sql/split.sql src/sql/normalize.sql src/sql/match.sql src/sql/merge.sql src/sql/api.sql
-SQL_CURRENT = src/sql/customer_unify--$(CURRENT_VERSION).sql src/sql/customer_unify--1.1--$(CURRENT_VERSION).sql
+SQL_CURRENT = src/sql/customer_unify--$(CURRENT_VERSION).sql src/sql/customer_unify--1.2--$(CURRENT_VERSION).sql
 DATA        = $(sort $(wildcard src/sql/customer_unify--*.sql) $(SQL_CURRENT))
 
 # pg_regress tier: sql/*.sql with expected/*.out
@@ -64,13 +64,13 @@ INSTALL_PIECES = src/sql/header-install.sql src/sql/catalog/operation.sql src/sq
                  src/sql/catalog/engine.sql src/sql/catalog/merge.sql src/sql/catalog/normalize-types.sql \
                  $(SQL_PIECES) src/sql/registry.sql \
                  src/sql/guard-triggers.sql
-UPDATE_PIECES  = src/sql/updates/1.1--1.2-pre.sql src/sql/catalog/merge.sql src/sql/catalog/normalize-types.sql \
-                 $(SQL_PIECES) src/sql/registry.sql src/sql/updates/1.1--1.2-post.sql
+UPDATE_PIECES  = src/sql/updates/1.2--1.3-pre.sql \
+                 $(SQL_PIECES) src/sql/registry.sql src/sql/updates/1.2--1.3-post.sql
 
 src/sql/customer_unify--$(CURRENT_VERSION).sql: $(INSTALL_PIECES)
 	cat $^ > $@
 
-src/sql/customer_unify--1.1--$(CURRENT_VERSION).sql: $(UPDATE_PIECES)
+src/sql/customer_unify--1.2--$(CURRENT_VERSION).sql: $(UPDATE_PIECES)
 	cat $^ > $@
 
 .PHONY: sql test demo bench
@@ -85,4 +85,4 @@ bench:
 # for test/static/run: each assembled script and its pieces, one line each
 print-assembly:
 	@echo src/sql/customer_unify--$(CURRENT_VERSION).sql $(INSTALL_PIECES)
-	@echo src/sql/customer_unify--1.1--$(CURRENT_VERSION).sql $(UPDATE_PIECES)
+	@echo src/sql/customer_unify--1.2--$(CURRENT_VERSION).sql $(UPDATE_PIECES)

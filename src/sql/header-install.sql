@@ -1,4 +1,4 @@
-/* customer_unify 1.2: the engine (catalog, phases, sync triggers, copy,
+/* customer_unify 1.3: the engine (catalog, phases, sync triggers, copy,
  * verify, guard), the split and merge operations on it, the normalizers
  * and the matcher.
  *
