@@ -10,11 +10,15 @@
  *	  live outside pg_catalog (citext).  A checkpoint keeps a key in the
  *	  type's binary send format: independent of DateStyle, extra_float_digits
  *	  or any other setting that changes a type's text form.
+ *
+ *	  _key_text() gives the text form of a key as the merge crosswalk stores
+ *	  it, from a value of another type (a reference column).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/genam.h"
+#include "access/xact.h"
 #include "access/htup_details.h"
 #include "access/stratnum.h"
 #include "catalog/pg_am.h"
@@ -26,6 +30,7 @@
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/resowner.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
 
@@ -147,4 +152,63 @@ char *
 cu_key_to_text(CuKeyType *kt, Datum value)
 {
 	return OidOutputFunctionCall(kt->out_fn, value);
+}
+
+/*
+ * _key_text(value text, type regtype): the value read as a value of the
+ * type and written back in the type's text form (a uuid typed in capitals,
+ * a varchar(36) holding one, comes back as the crosswalk spells the key), or
+ * NULL when it is not a value of the type.  Only a data exception means
+ * "not a value"; any other error is raised.  Called per referencing row
+ * whose column's type differs from the key's, so the input runs in a
+ * subtransaction, as PL/pgSQL's exception blocks do.
+ */
+PG_FUNCTION_INFO_V1(cu_key_text);
+Datum
+cu_key_text(PG_FUNCTION_ARGS)
+{
+	char	   *value = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Oid			typid = PG_GETARG_OID(1);
+	Oid			in_fn;
+	Oid			ioparam;
+	Oid			out_fn;
+	bool		isvarlena;
+	char	   *result = NULL;
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	getTypeInputInfo(typid, &in_fn, &ioparam);
+	getTypeOutputInfo(typid, &out_fn, &isvarlena);
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		Datum		d = OidInputFunctionCall(in_fn, value, ioparam, -1);
+
+		result = OidOutputFunctionCall(out_fn, d);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
+			ReThrowError(edata);
+		FreeErrorData(edata);
+		result = NULL;
+	}
+	PG_END_TRY();
+
+	if (result == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(result));
 }

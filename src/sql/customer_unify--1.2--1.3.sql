@@ -2057,6 +2057,10 @@ CREATE OR REPLACE FUNCTION customer_unify._id_map_clear(migration bigint)
     RETURNS int LANGUAGE c SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'cu_id_map_clear';
 CREATE OR REPLACE FUNCTION customer_unify._merge_apply(migration bigint, tag text, keys text[], targets text[])
     RETURNS void LANGUAGE c SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'cu_merge_apply';
+CREATE OR REPLACE FUNCTION customer_unify._key_text(value text, type regtype)
+    RETURNS text LANGUAGE c STABLE STRICT SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'cu_key_text';
+COMMENT ON FUNCTION customer_unify._key_text(text, regtype) IS
+    'The value read as the type and written back in its text form, or NULL when it is not one: the crosswalk''s spelling of a key held in a column of another type.';
 CREATE OR REPLACE FUNCTION customer_unify._merge_hold(migration bigint, target_key text, reason text)
     RETURNS void LANGUAGE c SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'cu_merge_hold';
 CREATE OR REPLACE FUNCTION customer_unify._merge_release(migration bigint, target_keys text[])
@@ -2064,7 +2068,8 @@ CREATE OR REPLACE FUNCTION customer_unify._merge_release(migration bigint, targe
 -- (statement level: the SET clause costs once per statement, and pins what
 -- the generated call resolves while it runs as the tables' owner)
 CREATE OR REPLACE FUNCTION customer_unify.merge_capture() RETURNS trigger
-    LANGUAGE c SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'cu_merge_capture';
+    LANGUAGE c SET search_path = pg_catalog, pg_temp SET DateStyle = 'ISO, MDY' SET IntervalStyle = 'postgres'
+    AS 'MODULE_PATHNAME', 'cu_merge_capture';
 COMMENT ON FUNCTION customer_unify.merge_capture() IS
     'Statement-level trigger of a merge source: hands the keys a statement wrote to the merge''s apply function.';
 
@@ -2131,6 +2136,23 @@ BEGIN
                format_type(a.atttypid, a.atttypmod), a.atttypid
           FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
          WHERE i.indrelid = v_rel AND i.indisprimary;
+END
+$$;
+
+-- The crosswalk keeps the keys of the target and the sources as text: a key
+-- type whose text depends on TimeZone, extra_float_digits or lc_monetary
+-- would spell one key two ways.
+CREATE OR REPLACE FUNCTION customer_unify._merge_check_key_type(p_type oid, p_rel regclass, p_path text)
+    RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_type IN ('timestamptz'::regtype, 'timetz'::regtype, 'float4'::regtype, 'float8'::regtype, 'money'::regtype) THEN
+        PERFORM customer_unify._merge_fail('0A000', p_path,
+            format('the primary key of %s is of type %s, whose text form depends on the session''s settings', p_rel::text, format_type(p_type, NULL)),
+            'Merge tables keyed by integers, uuid, text, numeric or dates; give this one such a key first.');
+    END IF;
 END
 $$;
 
@@ -2212,6 +2234,7 @@ CREATE OR REPLACE FUNCTION customer_unify._merge_validate(p_name text, p_args js
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    v_bad    text;
     a          jsonb := p_args - 'source';
     v_t        jsonb := a->'target';
     v_tgt      record;
@@ -2326,6 +2349,7 @@ BEGIN
             PERFORM customer_unify._merge_fail('22023', '$.target', 'an existing target takes only "table" (its columns come from the catalog)');
         END IF;
         SELECT * INTO v_tgt FROM customer_unify._merge_table(v_t->>'table', '$.target.table');
+        PERFORM customer_unify._merge_check_key_type(v_tgt.key_typid, v_tgt.relid, '$.target.table');
         v_tschema := v_tgt.nspname; v_ttable := v_tgt.relname; v_tkey := v_tgt.key; v_tkeytype := v_tgt.key_type;
         SELECT CASE WHEN a.attidentity <> '' THEN format('pg_catalog.nextval(%L::pg_catalog.regclass)', pg_get_serial_sequence(v_tgt.relid::regclass::text, a.attname))
                     ELSE pg_get_expr(d.adbin, d.adrelid) END
@@ -2387,6 +2411,7 @@ BEGIN
                 'A source has table, tag, priority, columns, keys, duplicate_free and keep.');
         END LOOP;
         SELECT * INTO v_s FROM customer_unify._merge_table(v_src->>'table', format('$.sources[%s].table', v_i));
+        PERFORM customer_unify._merge_check_key_type(v_s.key_typid, v_s.relid, format('$.sources[%s].table', v_i));
         IF v_s.relid = ANY (v_relids) THEN
             PERFORM customer_unify._merge_fail('42710', format('$.sources[%s].table', v_i),
                 format('%s is already %s', v_s.relid::regclass::text, CASE WHEN v_s.relid = v_first AND NOT v_create THEN 'the target (its rows are the anchors)' ELSE 'a source' END));
@@ -2515,10 +2540,11 @@ BEGIN
     END IF;
     v_i := 0;
     FOR x IN
-        SELECT r.ord - 1 AS idx, r.v->>'table' AS tbl, r.v->>'column' AS col, r.v->>'source' AS src, r.v->>'new_column' AS newcol
+        SELECT r.ord - 1 AS idx, r.v->>'table' AS tbl, r.v->>'column' AS col, r.v->>'source' AS src, r.v->>'new_column' AS newcol,
+               r.v AS spec
           FROM jsonb_array_elements(coalesce(a->'references', '[]')) WITH ORDINALITY r(v, ord)
         UNION ALL
-        SELECT NULL, k.conrelid::regclass::text, att.attname::text, s->>'tag', NULL
+        SELECT NULL, k.conrelid::regclass::text, att.attname::text, s->>'tag', NULL, NULL
           FROM jsonb_array_elements(v_sources) s
           JOIN pg_constraint k ON k.contype = 'f' AND k.confrelid = (s->>'relid')::oid AND cardinality(k.conkey) = 1
           JOIN pg_attribute att ON att.attrelid = k.conrelid AND att.attnum = k.conkey[1]
@@ -2529,6 +2555,19 @@ BEGIN
                             WHERE to_regclass(r->>'table') = k.conrelid AND r->>'column' = att.attname)
         ORDER BY 1 NULLS LAST, 2, 3
     LOOP
+        IF x.spec IS NOT NULL THEN
+            SELECT e.k INTO v_bad FROM jsonb_object_keys(x.spec) e(k)
+             WHERE e.k NOT IN ('table', 'column', 'source', 'new_column', 'unresolved') LIMIT 1;
+            IF v_bad IS NOT NULL THEN
+                PERFORM customer_unify._merge_fail('22023', format('$.references[%s].%s', x.idx, v_bad), format('unknown key %L', v_bad),
+                    'A reference takes table, column, source, new_column and unresolved.');
+            END IF;
+            IF coalesce(x.spec->>'unresolved', 'refuse') NOT IN ('refuse', 'allow') THEN
+                PERFORM customer_unify._merge_fail('22023', format('$.references[%s].unresolved', x.idx),
+                    format('unresolved must be "refuse" or "allow", not %s', x.spec->'unresolved'),
+                    'refuse (the default): verify fails while a value names no row of the source; allow: such values are counted and left as they are.');
+            END IF;
+        END IF;
         SELECT * INTO v_ref FROM customer_unify._merge_table(x.tbl, CASE WHEN x.idx IS NULL THEN 'foreign key of ' || x.tbl ELSE format('$.references[%s].table', x.idx) END);
         IF v_ref.relid = ANY (v_relids) THEN
             PERFORM customer_unify._merge_fail('0A000', CASE WHEN x.idx IS NULL THEN 'foreign key of ' || x.tbl ELSE format('$.references[%s].table', x.idx) END,
@@ -2560,7 +2599,7 @@ BEGIN
         END IF;
         v_refs := v_refs || jsonb_build_object('n', v_i, 'tag', (SELECT e->>'tag' FROM jsonb_array_elements(v_rels) e WHERE (e->>'relid')::oid = v_ref.relid),
             'relid', v_ref.relid, 'key', v_ref.key, 'column', x.col, 'column_type', v_refcol.typ,
-            'source', x.src, 'new_column', v_newcol,
+            'source', x.src, 'new_column', v_newcol, 'unresolved', coalesce(x.spec->>'unresolved', 'refuse'),
             'fk', left(v_ref.relname || '_' || v_newcol, 58) || '_fkey');
     END LOOP;
 
@@ -2628,6 +2667,31 @@ AS $$
                   customer_unify._merge_mapped_columns(p_src->'columns', m.spec->'target'->'columns'),
                   customer_unify._b_name((p_src->>'relid')::oid::regclass), p_src->>'key', p_src->>'key_type',
                   m.id, p_src->>'tag')
+$$;
+
+-- The crosswalk's text of the source key a reference value names, as SQL
+-- over p_value (the value's expression): the value's own text where the
+-- column has the key's type and that type's text is its identity (integers,
+-- uuid, text); otherwise the key of the source row the value names by the
+-- key's own equality (citext's case, numeric's scale, a uuid spelled in
+-- capitals in a varchar column); NULL where it names no row.
+CREATE OR REPLACE FUNCTION customer_unify._merge_ref_key_sql(m customer_unify.migration, p_ref jsonb, p_value text)
+    RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE
+        WHEN p_ref->>'column_type' = s->>'key_type'
+             AND (s->>'key_type')::regtype IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype, 'uuid'::regtype, 'text'::regtype)
+        THEN format('(%s)::text', p_value)
+        ELSE format('(SELECT ks.%1$I::text FROM ONLY %2$s ks WHERE ks.%1$I %3$s %4$s LIMIT 1)',
+                    s->>'key', customer_unify._b_name((s->>'relid')::oid::regclass),
+                    customer_unify._b_key_eq((s->>'relid')::oid::regclass, s->>'key'),
+                    CASE WHEN p_ref->>'column_type' = s->>'key_type' THEN p_value
+                         ELSE format('(customer_unify._key_text((%s)::text, %L::regtype))::%s', p_value, s->>'key_type', s->>'key_type') END)
+        END
+      FROM jsonb_array_elements(m.spec->'sources') s
+     WHERE s->>'tag' = p_ref->>'source'
 $$;
 
 -- The survivorship aggregate of one target column.
@@ -2728,13 +2792,13 @@ BEGIN
             v_follow := v_follow || format(
                 E'    UPDATE ONLY %1$s x SET %2$I = n.k\n'
                  '      FROM (SELECT y.ctid AS row, (SELECT im.target_key::%3$s FROM customer_unify.id_map im\n'
-                 '                                    WHERE im.migration_id = %4$s AND im.source_tag = %5$L AND im.old_key = y.%6$I::text\n'
+                 '                                    WHERE im.migration_id = %4$s AND im.source_tag = %5$L AND im.old_key = %8$s\n'
                  '                                      AND NOT EXISTS (SELECT 1 FROM customer_unify.merge_held h\n'
                  '                                                       WHERE h.migration_id = im.migration_id AND h.target_key = im.target_key)) AS k\n'
                  '              FROM ONLY %1$s y WHERE y.%6$I = ANY (p_keys::%7$s[])) n\n'
                  '     WHERE x.ctid = n.row AND x.%2$I IS DISTINCT FROM n.k;\n',
                 customer_unify._b_name((r->>'relid')::oid::regclass), r->>'new_column', t.key_type, m.id, v_tag,
-                r->>'column', r->>'column_type');
+                r->>'column', r->>'column_type', customer_unify._merge_ref_key_sql(m, r, format('y.%I', r->>'column')));
         END IF;
     END LOOP;
     -- (join_collapse_limit 1: its queries start from the row at hand, as written,
@@ -2743,6 +2807,8 @@ BEGIN
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     SET jit = off
+    SET DateStyle = 'ISO, MDY'
+    SET IntervalStyle = 'postgres'
     SET join_collapse_limit = 1
 AS $body$
 DECLARE
@@ -2754,6 +2820,10 @@ DECLARE
     v_rule     text;
     v_cands    text[];
     v_fold     text[];
+    v_slow     text[];
+    v_fast_keys    text[];
+    v_fast_targets text[];
+    v_fast_rules   text[];
 BEGIN
     IF p_keys IS NULL OR cardinality(p_keys) = 0 THEN
         RETURN 0;
@@ -2761,11 +2831,13 @@ BEGIN
     -- rows that are gone
     IF %8$L AND p_refresh_keys IS NOT TRUE THEN
         -- the backfill: rows of the target the merge itself made are not the target's own
+        -- (lookups by key, LATERAL: the crosswalk grows faster than its statistics)
         p_keys := ARRAY(SELECT k.k FROM unnest(p_keys) k(k)
-                          LEFT JOIN customer_unify.id_map ia ON ia.migration_id = %6$s AND ia.source_tag = 'target' AND ia.old_key = k.k
+                          LEFT JOIN LATERAL (SELECT 1 AS one FROM customer_unify.id_map ia
+                                              WHERE ia.migration_id = %6$s AND ia.source_tag = 'target' AND ia.old_key = k.k LIMIT 1) a ON true
                           LEFT JOIN LATERAL (SELECT 1 AS one FROM customer_unify.id_map im
                                               WHERE im.migration_id = %6$s AND im.target_key = k.k AND im.source_tag <> 'target' LIMIT 1) x ON true
-                         WHERE ia.old_key IS NOT NULL OR x.one IS NULL);
+                         WHERE a.one IS NOT NULL OR x.one IS NULL);
     END IF;
     v_gone := ARRAY(SELECT k.k FROM unnest(p_keys) k(k) LEFT JOIN ONLY %3$s s ON s.%4$s = k.k::%5$s WHERE s.%4$s IS NULL);
     IF cardinality(v_gone) > 0 THEN
@@ -2819,8 +2891,63 @@ BEGIN
         -- settled by the reconciliation at the end of the copy.
         PERFORM 1 FROM ONLY %3$s s WHERE s.%4$s = ANY (p_keys::%5$s[]) ORDER BY s.%4$s FOR SHARE;
     END IF;
+    IF p_refresh_keys IS FALSE THEN
+        -- A batch of the backfill, set-based: a row that links to at most one
+        -- cluster, to no other row of its batch, and has neither a crosswalk
+        -- row nor an "always" decision of its own joins that cluster (or
+        -- starts one) in this one statement.  Every other row goes through
+        -- the loop below, after these, as a live write would.
+        WITH ka AS MATERIALIZED (
+            SELECT mk.src, mk.skey, mk.rule, mk.mkey, mk.row FROM %1$s.match_key mk
+             WHERE mk.src = %7$L AND mk.skey = ANY (p_keys) AND NOT (mk.skey = ANY (v_gone))
+        ), pairs AS MATERIALIZED (
+            -- every usable link of a row of the batch, with the other row's cluster
+            SELECT ka.skey AS k, ka.rule, kb.skey AS bkey, kb.src = %7$L AND kb.skey = ANY (p_keys) AS inb,
+                   (SELECT im.target_key FROM customer_unify.id_map im
+                     WHERE im.migration_id = %6$s AND im.source_tag = kb.src AND im.old_key = kb.skey) AS bt
+              FROM ka
+              JOIN %1$s.match_key kb ON kb.rule = ka.rule AND kb.mkey = ka.mkey AND (kb.src, kb.skey) <> (ka.src, ka.skey)
+              LEFT JOIN LATERAL pg_catalog.jsonb_populate_record(NULL::%1$s.shape, ka.row) a ON true
+              LEFT JOIN LATERAL pg_catalog.jsonb_populate_record(NULL::%1$s.shape, kb.row) b ON true
+             WHERE NOT (%12$L AND kb.src = %7$L)
+               AND (SELECT count(*) FROM %1$s.match_key c WHERE c.rule = ka.rule AND c.mkey = ka.mkey) <= %13$s
+               AND %22$s
+               AND NOT EXISTS (SELECT 1 FROM customer_unify.match_decision d
+                                WHERE d.migration_id = %6$s AND d.decision = 'never'
+                                  AND ((d.a_tag, d.a_key, d.b_tag, d.b_key) = (ka.src, ka.skey, kb.src, kb.skey)
+                                    OR (d.b_tag, d.b_key, d.a_tag, d.a_key) = (ka.src, ka.skey, kb.src, kb.skey)))
+        ), x AS MATERIALIZED (
+            -- per row: its clusters, the rule of its link, and whether it links
+            -- to another row of the batch, either way (one aggregate, no join:
+            -- nothing here has statistics the planner could trust)
+            SELECT u.k, min(u.bt) AS cand, coalesce(min(u.rule) FILTER (WHERE u.bt IS NOT NULL), 'new') AS rule,
+                   count(DISTINCT u.bt) <= 1 AND NOT bool_or(u.partner)
+                   AND NOT EXISTS (SELECT 1 FROM customer_unify.id_map im
+                                    WHERE im.migration_id = %6$s AND im.source_tag = %7$L AND im.old_key = u.k)
+                   AND NOT EXISTS (SELECT 1 FROM customer_unify.match_decision d
+                                    WHERE d.migration_id = %6$s AND d.decision = 'always'
+                                      AND ((d.a_tag, d.a_key) = (%7$L, u.k) OR (d.b_tag, d.b_key) = (%7$L, u.k))) AS fast
+              FROM (SELECT p.k, p.bt, p.rule, p.inb AS partner FROM pairs p
+                    UNION ALL
+                    SELECT p.bkey, NULL, NULL, true FROM pairs p WHERE p.inb
+                    UNION ALL
+                    SELECT k.k, NULL, NULL, false FROM unnest(p_keys) k(k) WHERE NOT (k.k = ANY (v_gone))) u
+             GROUP BY u.k
+        )
+        SELECT f.ks, f.ts, f.rs, (SELECT array_agg(x.k ORDER BY x.k) FROM x WHERE NOT x.fast)
+          INTO v_fast_keys, v_fast_targets, v_fast_rules, v_slow
+          FROM (SELECT array_agg(x.k ORDER BY x.k) AS ks, array_agg(coalesce(x.cand, (%14$s)::text) ORDER BY x.k) AS ts,
+                       array_agg(x.rule ORDER BY x.k) AS rs
+                  FROM x WHERE x.fast) f;
+        IF cardinality(v_fast_keys) > 0 THEN
+            PERFORM customer_unify._id_map_set(%6$s, %7$L, v_fast_keys, v_fast_targets, v_fast_rules);
+            v_affected := v_affected || v_fast_targets;
+        END IF;
+    ELSE
+        v_slow := ARRAY(SELECT k FROM unnest(p_keys) k WHERE NOT (k = ANY (v_gone)) ORDER BY k);
+    END IF;
     -- each row joins the cluster of the rows it shares a usable key with
-    FOR v_k IN SELECT k FROM unnest(p_keys) k WHERE NOT (k = ANY (v_gone)) ORDER BY k LOOP
+    FOR v_k IN SELECT k FROM unnest(coalesce(v_slow, '{}')) WITH ORDINALITY u(k, n) ORDER BY n LOOP
         v_old := (SELECT im.target_key FROM customer_unify.id_map im
                    WHERE im.migration_id = %6$s AND im.source_tag = %7$L AND im.old_key = v_k);
         SELECT array_agg(DISTINCT im.target_key ORDER BY im.target_key), min(ka.rule)
@@ -2907,6 +3034,8 @@ AS $fn$
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     SET jit = off
+    SET DateStyle = 'ISO, MDY'
+    SET IntervalStyle = 'postgres'
 AS $body$
 DECLARE
     r      record;
@@ -2968,6 +3097,8 @@ BEGIN
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     SET jit = off
+    SET DateStyle = 'ISO, MDY'
+    SET IntervalStyle = 'postgres'
 AS $body$
 DECLARE
     v_keys   text[];
@@ -3133,26 +3264,36 @@ $do$$f$, t.name, t.key, m.id, t.name),
         v_steps := v_steps || customer_unify._b_step(format($f$CREATE FUNCTION %s.%I() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
+    SET DateStyle = 'ISO, MDY'
+    SET IntervalStyle = 'postgres'
 AS $body$
+DECLARE
+    v_key text;
 BEGIN
-    IF NEW.%5$I IS NULL THEN
+    -- the source row it names, as the crosswalk spells its key
+    v_key := %8$s;
+    IF v_key IS NULL THEN
         NEW.%3$I := NULL;
         RETURN NEW;
     END IF;
     -- a transaction still matching the row it names is waited for (see apply_*)
-    PERFORM pg_catalog.pg_advisory_xact_lock_shared(1129660418, pg_catalog.hashtext(%6$s || ':' || %7$L || ':' || NEW.%5$I::text));
+    PERFORM pg_catalog.pg_advisory_xact_lock_shared(1129660418, pg_catalog.hashtext(%6$s || ':' || %7$L || ':' || v_key));
     NEW.%3$I := (SELECT im.target_key::%4$s FROM customer_unify.id_map im
-                  WHERE im.migration_id = %6$s AND im.source_tag = %7$L AND im.old_key = NEW.%5$I::text
+                  WHERE im.migration_id = %6$s AND im.source_tag = %7$L AND im.old_key = v_key
                     AND NOT EXISTS (SELECT 1 FROM customer_unify.merge_held h
                                      WHERE h.migration_id = im.migration_id AND h.target_key = im.target_key));
     RETURN NEW;
 END
-$body$$f$, w, 'ref_' || (v_ref->>'n'), v_ref->>'new_column', t.key_type, v_ref->>'column', m.id, v_ref->>'source'));
+$body$$f$, w, 'ref_' || (v_ref->>'n'), v_ref->>'new_column', t.key_type, v_ref->>'column', m.id, v_ref->>'source',
+            customer_unify._merge_ref_key_sql(m, v_ref, format('NEW.%I', v_ref->>'column'))));
         v_steps := v_steps || customer_unify._b_step(format('REVOKE ALL ON FUNCTION %s.%I() FROM PUBLIC', w, 'ref_' || (v_ref->>'n')));
         v_trg := format('customer_unify_%s_ref%s', m.id, v_ref->>'n');
         v_steps := v_steps || customer_unify._b_step(
-            format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE OF %I, %I ON %s FOR EACH ROW EXECUTE FUNCTION %s.%I()',
-                   v_trg, v_ref->>'column', v_ref->>'new_column', v_name, w, 'ref_' || (v_ref->>'n')),
+            -- (not under the loop guard: the merge's own writes of the column,
+            -- the backfill's and the re-pointing of apply_*, bring its value)
+            format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE OF %I, %I ON %s FOR EACH ROW '
+                   'WHEN (NOT customer_unify._mirror_guard(%s)) EXECUTE FUNCTION %s.%I()',
+                   v_trg, v_ref->>'column', v_ref->>'new_column', v_name, m.id, w, 'ref_' || (v_ref->>'n')),
             format('DROP TRIGGER IF EXISTS %I ON %s', v_trg, v_name), 'SHARE ROW EXCLUSIVE', v_name);
         v_steps := v_steps || customer_unify._b_step(format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', v_name, v_trg), NULL, 'SHARE ROW EXCLUSIVE', v_name);
         v_steps := v_steps || customer_unify._b_step(
@@ -3360,11 +3501,12 @@ AS $$
            LATERAL (SELECT customer_unify._b_name((r->>'relid')::oid::regclass) AS rel) rr,
            LATERAL (SELECT rr.rel,
                            format('u AS (UPDATE ONLY %1$s x SET %2$I = (SELECT im.target_key::%3$s FROM customer_unify.id_map im '
-                                  'WHERE im.migration_id = %4$s AND im.source_tag = %5$L AND im.old_key = x.%6$I::text '
+                                  'WHERE im.migration_id = %4$s AND im.source_tag = %5$L AND im.old_key = %8$s '
                                   'AND NOT EXISTS (SELECT 1 FROM customer_unify.merge_held h WHERE h.migration_id = %4$s AND h.target_key = im.target_key)) '
                                   'FROM b WHERE x.%7$I = b.k RETURNING 1) '
                                   'SELECT (SELECT b.k FROM b ORDER BY b.k DESC LIMIT 1), (SELECT pg_catalog.count(*) FROM b) + 0 * (SELECT pg_catalog.count(*) FROM u)',
-                                  rr.rel, r->>'new_column', t.key_type, m.id, r->>'source', r->>'column', r->>'key') AS work) w
+                                  rr.rel, r->>'new_column', t.key_type, m.id, r->>'source', r->>'column', r->>'key',
+                                  customer_unify._merge_ref_key_sql(m, r, format('x.%I', r->>'column'))) AS work) w
 $$;
 
 -------------------------------------------------------------------------------
@@ -3374,11 +3516,15 @@ CREATE OR REPLACE FUNCTION customer_unify._merge_verify(m customer_unify.migrati
     RETURNS TABLE (check_name text, expected text, actual text, ok boolean)
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
+    -- (the crosswalk's text of a key: the same in every session)
+    SET DateStyle = 'ISO, MDY'
+    SET IntervalStyle = 'postgres'
 AS $$
 DECLARE
     t      record := customer_unify._merge_target(m);
     w      text := quote_ident(m.spec->>'work_schema');
     v_src  jsonb;
+    v_dangling bigint;
     v_ref  jsonb;
     v_n    bigint;
     v_m    bigint;
@@ -3457,15 +3603,24 @@ BEGIN
         checksums) c;
     -- references: every row's new column is its old key's target, and the FK holds
     FOR v_ref IN SELECT e FROM jsonb_array_elements(m.spec->'references') e ORDER BY (e->>'n')::int LOOP
-        EXECUTE format('SELECT count(*) FROM ONLY %s x LEFT JOIN customer_unify.id_map im ON im.migration_id = %s '
-                       'AND im.source_tag = %L AND im.old_key = x.%I::text '
-                       'AND NOT EXISTS (SELECT 1 FROM customer_unify.merge_held h WHERE h.migration_id = im.migration_id AND h.target_key = im.target_key) '
-                       'WHERE x.%I IS NOT NULL AND x.%I IS DISTINCT FROM im.target_key::%s',
-                       customer_unify._b_name((v_ref->>'relid')::oid::regclass), m.id, v_ref->>'source', v_ref->>'column',
-                       v_ref->>'column', v_ref->>'new_column', t.key_type)
-           INTO v_m;
+        -- (each value by the source row it names, as the re-pointing finds it; a
+        -- value that names none has nothing to be re-pointed to, and finalize
+        -- would drop the only column that still holds it)
+        EXECUTE format('SELECT count(*) FILTER (WHERE k.k IS NOT NULL AND x.%3$I IS DISTINCT FROM '
+                       '(SELECT im.target_key::%4$s FROM customer_unify.id_map im WHERE im.migration_id = %5$s '
+                       'AND im.source_tag = %6$L AND im.old_key = k.k '
+                       'AND NOT EXISTS (SELECT 1 FROM customer_unify.merge_held h WHERE h.migration_id = im.migration_id AND h.target_key = im.target_key))), '
+                       'count(*) FILTER (WHERE k.k IS NULL) '
+                       'FROM ONLY %1$s x CROSS JOIN LATERAL (SELECT %7$s AS k) k WHERE x.%2$I IS NOT NULL',
+                       customer_unify._b_name((v_ref->>'relid')::oid::regclass), v_ref->>'column', v_ref->>'new_column',
+                       t.key_type, m.id, v_ref->>'source', customer_unify._merge_ref_key_sql(m, v_ref, format('x.%I', v_ref->>'column')))
+           INTO v_m, v_dangling;
         check_name := format('reference %s.%s: rows not re-pointed', (v_ref->>'relid')::oid::regclass::text, v_ref->>'column');
         expected := '0'; actual := v_m::text; ok := v_m = 0; RETURN NEXT;
+        check_name := format('reference %s.%s: values that name no %s row', (v_ref->>'relid')::oid::regclass::text, v_ref->>'column', v_ref->>'source');
+        -- (where the spec allows them, they are counted and left alone)
+        expected := CASE WHEN v_ref->>'unresolved' = 'allow' THEN 'any (allowed)' ELSE '0' END;
+        actual := v_dangling::text; ok := v_dangling = 0 OR v_ref->>'unresolved' = 'allow'; RETURN NEXT;
         SELECT c.convalidated INTO v_fk FROM pg_constraint c
          WHERE c.conrelid = (v_ref->>'relid')::oid AND c.conname = v_ref->>'fk';
         check_name := format('reference %s.%s: foreign key', (v_ref->>'relid')::oid::regclass::text, v_ref->>'new_column');
@@ -3527,6 +3682,9 @@ CREATE OR REPLACE FUNCTION customer_unify.conflicts(name text)
     RETURNS TABLE (target_key text, column_name text, kept_value text, kept_from text, other_value text, other_from text)
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
+    -- (the crosswalk's text of a key: the same in every session)
+    SET DateStyle = 'ISO, MDY'
+    SET IntervalStyle = 'postgres'
 AS $$
 DECLARE
     m customer_unify.migration := customer_unify._get(conflicts.name);
@@ -3563,6 +3721,9 @@ CREATE OR REPLACE FUNCTION customer_unify.decide(name text, decision text, a_tag
     RETURNS void
     LANGUAGE c
     SET search_path = pg_catalog, pg_temp
+    -- (the crosswalk's text of a key: the same in every session)
+    SET DateStyle = 'ISO, MDY'
+    SET IntervalStyle = 'postgres'
     AS 'MODULE_PATHNAME', 'cu_match_decide';
 COMMENT ON FUNCTION customer_unify.decide(text, text, text, text, text, text) IS
     'Stores a manual decision about two source rows of a merge (never: keep them apart; always: merge them); it survives re-runs of the match.';
@@ -3574,6 +3735,9 @@ CREATE OR REPLACE FUNCTION customer_unify.unmerge(name text, target_key text, so
     RETURNS TABLE (row_tag text, row_key text, new_target_key text, held boolean)
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
+    -- (the crosswalk's text of a key: the same in every session)
+    SET DateStyle = 'ISO, MDY'
+    SET IntervalStyle = 'postgres'
 AS $$
 DECLARE
     m customer_unify.migration := customer_unify._get(unmerge.name);
@@ -3644,6 +3808,9 @@ CREATE OR REPLACE FUNCTION customer_unify.rematch(name text, source_tag text DEF
     RETURNS bigint
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
+    -- (the crosswalk's text of a key: the same in every session)
+    SET DateStyle = 'ISO, MDY'
+    SET IntervalStyle = 'postgres'
 AS $$
 DECLARE
     m customer_unify.migration := customer_unify._get(rematch.name);
