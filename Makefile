@@ -21,7 +21,7 @@ DATA        = $(sort $(wildcard src/sql/customer_unify--*.sql) $(SQL_CURRENT))
 
 # pg_regress tier: sql/*.sql with expected/*.out
 REGRESS      = setup normalizers match_quality split_lifecycle split_errors split_quoting split_dependents split_rollback split_sync \
-               defects_data defects_outages defects_security engine_caches engine_phases merge_errors merge_lifecycle merge_keys merge_quality \
+               defects_data defects_outages defects_security engine_caches engine_phases merge_errors merge_lifecycle merge_keys merge_app merge_quality \
                upgrade_paths
 REGRESS_OPTS = --inputdir=. --load-extension=plpgsql
 

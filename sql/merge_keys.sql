@@ -122,4 +122,3 @@ SELECT regress_util.try_detail($$SELECT customer_unify.merge('mk4', '{"target": 
 SELECT count(*) - :migrations_before AS migrations_added FROM customer_unify.migration;
 SELECT count(*) AS left_behind FROM pg_namespace WHERE nspname = 'mk4_merge';
 DROP SCHEMA mk CASCADE;
-DROP EXTENSION citext;

@@ -83,7 +83,7 @@ CREATE TEMP TABLE spec AS SELECT $json$ {
   ],
   "max_key_rows": 3,
   "survivorship": {"default": "priority", "columns": {"updated_at": "newest:updated_at", "first_name": "longest"}},
-  "references": [{"table": "legacy.conversations", "column": "customer_id", "source": "ai", "new_column": "customer_uuid"}]
+  "references": [{"table": "legacy.conversations", "column": "customer_id", "source": "ai", "new_column": "customer_uuid", "unresolved": "allow"}]
 } $json$::jsonb AS s;
 
 -- plan: the foreign key of legacy.bookings was found; conversations was named

@@ -13,7 +13,8 @@
  *	  the target is integrity maintenance, like a foreign key's cascade,
  *	  done after the caller's own write passed its checks.  The target's
  *	  own trigger (when the target is an existing table that is also a
- *	  source) stands aside while the merge writes it.
+ *	  source) stands aside while the merge writes it; the other sources'
+ *	  triggers never do (the merge does not write them).
  *
  *	  The crosswalk is catalog: the apply functions, which run as the
  *	  tables' owner, write it through _id_map_set / _id_map_delete /
@@ -88,8 +89,13 @@ cu_merge_capture(PG_FUNCTION_ARGS)
 	migration_id = pg_strtoint64(tg->tgargs[0]);
 	apply_fn = (Oid) strtoul(tg->tgargs[2], NULL, 10);
 
-	/* the merge's own writes (the target being also a source) are not news */
-	if (cu_guard_active(migration_id))
+	/*
+	 * The merge's own writes of the target (when the target is also a
+	 * source) are not news.  It writes no other source: a write of one under
+	 * the guard is the application's (a trigger of the target writing a
+	 * source), and is matched like any other.
+	 */
+	if (strcmp(tg->tgargs[1], "target") == 0 && cu_guard_active(migration_id))
 		return PointerGetDatum(NULL);
 	if (!OidIsValid(apply_fn) || get_func_name(apply_fn) == NULL)
 		ereport(ERROR,

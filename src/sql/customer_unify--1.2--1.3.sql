@@ -871,6 +871,17 @@ BEGIN
                                              format('The migration finds rows by %I and the link foreign key references it.',
                                                     m.spec->>'key_column'));
     END IF;
+    -- a merge's tables keep their columns' names (its generated functions name them)
+    FOR r IN
+        SELECT x.relid::regclass AS rel, a.attname, c.was
+          FROM customer_unify.migration_relation x
+          JOIN pg_attribute a ON a.attrelid = x.relid AND a.attnum > 0 AND NOT a.attisdropped
+          JOIN LATERAL jsonb_each_text(m.spec->'column_names'->(x.relid::oid::text)) c(num, was) ON c.num = a.attnum::text
+         WHERE m.kind = 'merge' AND x.migration_id = m.id AND x.live AND a.attname::text <> c.was
+    LOOP
+        PERFORM customer_unify._guard_refuse(m, format('cannot rename column %I of %s', r.was, r.rel),
+                                             'The merge''s generated functions and triggers name it.');
+    END LOOP;
     -- no rules on the tables (a rule would rewrite the mirrored writes)
     FOR r IN
         SELECT rw.rulename, rw.ev_class::regclass AS rel
@@ -2618,6 +2629,12 @@ BEGIN
                                          'key_type', v_tkeytype, 'key_default', v_tkeydef, 'columns', v_tcols),
             'sources', v_sources, 'match', v_match, 'max_key_rows', v_maxrows, 'survivorship', v_surv,
             'references', v_refs, 'work_schema', v_work, 'compat_schema', v_compat, 'archive_schema', v_archive,
+            -- the names of the tables' columns by number: the guard refuses a
+            -- rename (the generated functions name them)
+            'column_names', (SELECT jsonb_object_agg(e->>'relid', (SELECT jsonb_object_agg(att.attnum::text, att.attname)
+                                                                     FROM pg_attribute att
+                                                                    WHERE att.attrelid = (e->>'relid')::oid AND att.attnum > 0 AND NOT att.attisdropped))
+                               FROM jsonb_array_elements(v_rels) e),
             'args', a),
         'relations', v_rels,
         'maps', '[]'::jsonb);
@@ -3124,8 +3141,9 @@ BEGIN
          WHERE v.tkey = ANY (v_keys)
         ON CONFLICT (%3$I) DO UPDATE SET %8$s
          WHERE (%10$s) IS DISTINCT FROM (%11$s);
-    EXCEPTION WHEN integrity_constraint_violation THEN
-        -- one cluster at a time: the ones the target refuses are held for review
+    EXCEPTION WHEN integrity_constraint_violation OR data_exception OR raise_exception THEN
+        -- one cluster at a time: the ones the target refuses (its constraints,
+        -- or its own triggers) are held for review
         FOREACH v_k IN ARRAY v_keys LOOP
             BEGIN
                 INSERT INTO %2$s AS t (%3$I, %7$s)
@@ -3134,7 +3152,7 @@ BEGIN
                  WHERE v.tkey = v_k
                 ON CONFLICT (%3$I) DO UPDATE SET %8$s
                  WHERE (%10$s) IS DISTINCT FROM (%11$s);
-            EXCEPTION WHEN integrity_constraint_violation THEN
+            EXCEPTION WHEN integrity_constraint_violation OR data_exception OR raise_exception THEN
                 GET STACKED DIAGNOSTICS v_msg = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;
                 PERFORM customer_unify._merge_hold(%6$s, v_k, v_msg || coalesce(': ' || v_detail, ''));
                 DELETE FROM ONLY %2$s t WHERE t.%3$I = v_k::%4$s;

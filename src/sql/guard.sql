@@ -122,6 +122,17 @@ BEGIN
                                              format('The migration finds rows by %I and the link foreign key references it.',
                                                     m.spec->>'key_column'));
     END IF;
+    -- a merge's tables keep their columns' names (its generated functions name them)
+    FOR r IN
+        SELECT x.relid::regclass AS rel, a.attname, c.was
+          FROM customer_unify.migration_relation x
+          JOIN pg_attribute a ON a.attrelid = x.relid AND a.attnum > 0 AND NOT a.attisdropped
+          JOIN LATERAL jsonb_each_text(m.spec->'column_names'->(x.relid::oid::text)) c(num, was) ON c.num = a.attnum::text
+         WHERE m.kind = 'merge' AND x.migration_id = m.id AND x.live AND a.attname::text <> c.was
+    LOOP
+        PERFORM customer_unify._guard_refuse(m, format('cannot rename column %I of %s', r.was, r.rel),
+                                             'The merge''s generated functions and triggers name it.');
+    END LOOP;
     -- no rules on the tables (a rule would rewrite the mirrored writes)
     FOR r IN
         SELECT rw.rulename, rw.ev_class::regclass AS rel

@@ -617,6 +617,12 @@ BEGIN
                                          'key_type', v_tkeytype, 'key_default', v_tkeydef, 'columns', v_tcols),
             'sources', v_sources, 'match', v_match, 'max_key_rows', v_maxrows, 'survivorship', v_surv,
             'references', v_refs, 'work_schema', v_work, 'compat_schema', v_compat, 'archive_schema', v_archive,
+            -- the names of the tables' columns by number: the guard refuses a
+            -- rename (the generated functions name them)
+            'column_names', (SELECT jsonb_object_agg(e->>'relid', (SELECT jsonb_object_agg(att.attnum::text, att.attname)
+                                                                     FROM pg_attribute att
+                                                                    WHERE att.attrelid = (e->>'relid')::oid AND att.attnum > 0 AND NOT att.attisdropped))
+                               FROM jsonb_array_elements(v_rels) e),
             'args', a),
         'relations', v_rels,
         'maps', '[]'::jsonb);
@@ -1123,8 +1129,9 @@ BEGIN
          WHERE v.tkey = ANY (v_keys)
         ON CONFLICT (%3$I) DO UPDATE SET %8$s
          WHERE (%10$s) IS DISTINCT FROM (%11$s);
-    EXCEPTION WHEN integrity_constraint_violation THEN
-        -- one cluster at a time: the ones the target refuses are held for review
+    EXCEPTION WHEN integrity_constraint_violation OR data_exception OR raise_exception THEN
+        -- one cluster at a time: the ones the target refuses (its constraints,
+        -- or its own triggers) are held for review
         FOREACH v_k IN ARRAY v_keys LOOP
             BEGIN
                 INSERT INTO %2$s AS t (%3$I, %7$s)
@@ -1133,7 +1140,7 @@ BEGIN
                  WHERE v.tkey = v_k
                 ON CONFLICT (%3$I) DO UPDATE SET %8$s
                  WHERE (%10$s) IS DISTINCT FROM (%11$s);
-            EXCEPTION WHEN integrity_constraint_violation THEN
+            EXCEPTION WHEN integrity_constraint_violation OR data_exception OR raise_exception THEN
                 GET STACKED DIAGNOSTICS v_msg = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;
                 PERFORM customer_unify._merge_hold(%6$s, v_k, v_msg || coalesce(': ' || v_detail, ''));
                 DELETE FROM ONLY %2$s t WHERE t.%3$I = v_k::%4$s;
