@@ -29,6 +29,7 @@ void		_PG_init(void);
 
 int			cu_lock_timeout_ms = 500;
 int			cu_lock_retries = 20;
+bool		cu_merge_never_wait = false;
 
 void
 _PG_init(void)
@@ -47,6 +48,13 @@ _PG_init(void)
 							20, 0, 1000,
 							PGC_USERSET, 0,
 							NULL, NULL, NULL);
+	DefineCustomBoolVariable("customer_unify.merge_never_wait",
+							 "Set while a merge matches an application's write: no lock it would wait for is taken.",
+							 "What would wait for another transaction is deferred to the merge's pending rows instead.",
+							 &cu_merge_never_wait,
+							 false,
+							 PGC_USERSET, GUC_NOT_IN_SAMPLE,
+							 NULL, NULL, NULL);
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("customer_unify");
 #else

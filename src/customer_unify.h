@@ -33,6 +33,7 @@
 /* GUCs (customer_unify.c) */
 extern int	cu_lock_timeout_ms;
 extern int	cu_lock_retries;
+extern bool cu_merge_never_wait;	/* customer_unify.merge_never_wait */
 
 /* ----------------------------------------------------------------- guard.c */
 /*

@@ -31,6 +31,8 @@
 #include "commands/trigger.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "nodes/value.h"
+#include "parser/parse_func.h"
 #include "storage/proc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -65,6 +67,23 @@ merge_key_column(Relation rel)
 }
 
 PG_FUNCTION_INFO_V1(cu_merge_capture);
+
+/*
+ * The function a statement's keys go to: live_<tag>, which defers what
+ * would wait for another transaction (sql/merge.sql), next to the apply
+ * function; a work schema made before it existed has apply_<tag> only.
+ */
+static const char *
+merge_live_function(Oid apply_fn, const char *tag)
+{
+	char	   *live = psprintf("live_%s", tag);
+	Oid			argtypes[1] = {TEXTARRAYOID};
+	List	   *name = list_make2(makeString(get_namespace_name(get_func_namespace(apply_fn))), makeString(live));
+
+	if (OidIsValid(LookupFuncName(name, 1, argtypes, true)))
+		return live;
+	return get_func_name(apply_fn);
+}
 
 /*
  * customer_unify.merge_capture(): AFTER ... FOR EACH STATEMENT trigger with
@@ -107,7 +126,7 @@ cu_merge_capture(PG_FUNCTION_ARGS)
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "SELECT %s.%s(ARRAY(",
 					 quote_identifier(get_namespace_name(get_func_namespace(apply_fn))),
-					 quote_identifier(get_func_name(apply_fn)));
+					 quote_identifier(merge_live_function(apply_fn, tg->tgargs[1])));
 	if (trigdata->tg_oldtable != NULL && tg->tgoldtable != NULL)
 	{
 		appendStringInfo(&sql, "SELECT o.%s::pg_catalog.text FROM %s o", key, quote_identifier(tg->tgoldtable));
