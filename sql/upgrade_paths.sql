@@ -502,6 +502,81 @@ SELECT name, state FROM customer_unify.migration WHERE name LIKE 'u11%' ORDER BY
 DROP SCHEMA up11, u11_planned_compat, u11_partial_compat, u11_filled_compat, u11_verified_compat,
             u11_cut_compat, u11_final_compat CASCADE;
 
+-------------------------------------------------------------------------------
+-- Merges live on 1.2 are carried across ALTER EXTENSION UPDATE to 1.3 and
+-- finished there: one backfilled, one cut over, one finalized on 1.2.  The
+-- update gives their work schemas 1.3's functions (owned by the tables'
+-- owner, not members of the extension): writes after it defer rather than
+-- wait, a reference spelled in capitals is found, and each verifies,
+-- cuts over and finalizes on 1.3.
+-------------------------------------------------------------------------------
+DROP EXTENSION customer_unify CASCADE;
+CREATE EXTENSION customer_unify VERSION '1.2';
+CREATE ROLE up12_owner;
+CREATE SCHEMA up12 AUTHORIZATION up12_owner;
+GRANT USAGE ON SCHEMA customer_unify TO up12_owner;
+DO $$ BEGIN EXECUTE format('GRANT CREATE ON DATABASE %I TO up12_owner', current_database()); END $$;
+SET ROLE up12_owner;
+CREATE FUNCTION pg_temp.up12_tables(p text) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('CREATE TABLE up12.%1$s_people (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), email text UNIQUE, name text)', p);
+    EXECUTE format('CREATE TABLE up12.%1$s_legacy (id int PRIMARY KEY, email text, name text)', p);
+    EXECUTE format('CREATE TABLE up12.%1$s_chats (id int PRIMARY KEY, legacy_id int REFERENCES up12.%1$s_legacy, body text)', p);
+    EXECUTE format('INSERT INTO up12.%1$s_people (email, name) VALUES (''ann@x.example'', ''Ann'')', p);
+    EXECUTE format('INSERT INTO up12.%1$s_legacy VALUES (1, ''ANN@x.example'', ''Ann L''), (2, ''bob@x.example'', ''Bob'')', p);
+    EXECUTE format('INSERT INTO up12.%1$s_chats VALUES (1, 1, ''hi''), (2, 2, ''yo'')', p);
+    PERFORM customer_unify.merge(p, format('{"target": {"table": "up12.%1$s_people"},
+        "sources": [{"table": "up12.%1$s_legacy", "tag": "legacy", "columns": {"email": "lower(email)", "name": "name"}}],
+        "match": [{"rule": "email", "key": "lower(email)"}]}', p)::jsonb);
+    PERFORM customer_unify.start(p);
+END $$;
+SELECT pg_temp.up12_tables(t) FROM unnest(ARRAY['m12_filled', 'm12_cut', 'm12_final']) t;
+CALL customer_unify.backfill('m12_filled');
+CALL customer_unify.backfill('m12_cut');
+CALL customer_unify.backfill('m12_final');
+SELECT customer_unify.cutover('m12_cut'), customer_unify.cutover('m12_final'), customer_unify.finalize('m12_final');
+-- a write on 1.2's functions
+INSERT INTO up12.m12_filled_legacy VALUES (3, 'cy@x.example', 'Cy');
+RESET ROLE;
+SELECT (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'm12_filled_merge' AND p.proname LIKE 'live\_%') AS live_functions_on_12;
+ALTER EXTENSION customer_unify UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'customer_unify';
+-- 1.3's functions in each work schema, the owner's, not the extension's
+SELECT n.nspname, string_agg(p.proname || ':' || pg_get_userbyid(p.proowner), ', ' ORDER BY p.proname) AS functions,
+       bool_or(EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')) AS any_member,
+       (SELECT pg_get_userbyid(c.relowner) FROM pg_class c WHERE c.oid = to_regclass(n.nspname || '.pending')) AS pending_owner
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname LIKE 'm12\_%\_merge' AND (p.proname LIKE 'live\_%' OR p.proname IN ('drain', 'repoint'))
+ GROUP BY n.nspname ORDER BY 1;
+SELECT m.name, count(*) AS upgrade_steps FROM customer_unify.step_log l JOIN customer_unify.migration m ON m.id = l.migration_id
+ WHERE l.phase = 'upgrade' AND m.name LIKE 'm12%' GROUP BY 1 ORDER BY 1;
+SET ROLE up12_owner;
+-- writes on 1.3's: matched at once, a new reference filled
+INSERT INTO up12.m12_filled_legacy VALUES (4, 'ANN@X.EXAMPLE', 'Ann again');
+INSERT INTO up12.m12_filled_chats VALUES (3, 4, 'later');
+UPDATE up12.m12_cut_legacy SET name = 'Bob on 1.3' WHERE id = 2;
+INSERT INTO m12_final_archive.m12_final_legacy VALUES (5, 'dee@x.example', 'Dee');
+SELECT 'filled' AS m, t.email, count(im.*) AS rows FROM up12.m12_filled_people t
+  LEFT JOIN customer_unify.id_map im ON im.target_key = t.id::text AND im.source_tag = 'legacy' GROUP BY 1, 2
+UNION ALL
+SELECT 'cut', t.email || ' ' || t.name, 1 FROM up12.m12_cut_people t WHERE t.email = 'bob@x.example'
+UNION ALL
+SELECT 'final', t.email, 1 FROM up12.m12_final_people t WHERE t.email = 'dee@x.example'
+ORDER BY 1, 2;
+SELECT c.id, p.email FROM up12.m12_filled_chats c JOIN up12.m12_filled_people p ON p.id = c.legacy_id_merged ORDER BY c.id;
+-- finished on 1.3
+SELECT m.name, count(*) FILTER (WHERE NOT v.ok) AS failing
+  FROM customer_unify.migration m, customer_unify.verify(m.name) v
+ WHERE m.name IN ('m12_filled', 'm12_cut') GROUP BY 1 ORDER BY 1;
+SELECT customer_unify.cutover('m12_filled'), customer_unify.finalize('m12_filled'), customer_unify.finalize('m12_cut');
+SELECT customer_unify.purge(t) FROM unnest(ARRAY['m12_filled', 'm12_cut', 'm12_final']) t;
+DROP FUNCTION pg_temp.up12_tables(text);
+RESET ROLE;
+DROP SCHEMA up12 CASCADE;
+REVOKE USAGE ON SCHEMA customer_unify FROM up12_owner;
+DO $$ BEGIN EXECUTE format('REVOKE CREATE ON DATABASE %I FROM up12_owner', current_database()); END $$;
+DROP ROLE up12_owner;
+
 -- leave the default version installed for later tests
 DROP EXTENSION customer_unify CASCADE;
 CREATE EXTENSION customer_unify;

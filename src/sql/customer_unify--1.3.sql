@@ -2968,6 +2968,41 @@ AS $$
      WHERE s->>'tag' = p_ref->>'source'
 $$;
 
+-- ref_<n>(): the BEFORE trigger of a referencing table that fills the new
+-- column from the crosswalk, for the source row the old column names.
+CREATE OR REPLACE FUNCTION customer_unify._merge_ref_function_sql(m customer_unify.migration, v_ref jsonb)
+    RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT format($f$CREATE OR REPLACE FUNCTION %s.%I() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET DateStyle = 'ISO, MDY'
+    SET IntervalStyle = 'postgres'
+AS $body$
+DECLARE
+    v_key text;
+BEGIN
+    -- the source row it names, as the crosswalk spells its key
+    v_key := %8$s;
+    IF v_key IS NULL THEN
+        NEW.%3$I := NULL;
+        RETURN NEW;
+    END IF;
+    -- (not waited for: a transaction matching the row it names again re-points
+    -- the references it sees; one it cannot see yet is repoint()'s)
+    PERFORM pg_catalog.pg_try_advisory_xact_lock_shared(1129660418, pg_catalog.hashtext(%6$s || ':' || %7$L || ':' || v_key));
+    NEW.%3$I := (SELECT im.target_key::%4$s FROM customer_unify.id_map im
+                  WHERE im.migration_id = %6$s AND im.source_tag = %7$L AND im.old_key = v_key
+                    AND NOT EXISTS (SELECT 1 FROM customer_unify.merge_held h
+                                     WHERE h.migration_id = im.migration_id AND h.target_key = im.target_key));
+    RETURN NEW;
+END
+$body$$f$, quote_ident(m.spec->>'work_schema'), 'ref_' || (v_ref->>'n'), v_ref->>'new_column', (customer_unify._merge_target(m)).key_type, v_ref->>'column', m.id, v_ref->>'source',
+            customer_unify._merge_ref_key_sql(m, v_ref, format('NEW.%I', v_ref->>'column')))
+$fn$;
+
 -- The survivorship aggregate of one target column.
 CREATE OR REPLACE FUNCTION customer_unify._merge_survivor(m customer_unify.migration, p_col text)
     RETURNS text
@@ -3436,7 +3471,7 @@ CREATE OR REPLACE FUNCTION customer_unify._merge_reconcile_sql(m customer_unify.
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $fn$
-    SELECT format($f$CREATE FUNCTION %1$s.reconcile() RETURNS bigint
+    SELECT format($f$CREATE OR REPLACE FUNCTION %1$s.reconcile() RETURNS bigint
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     SET jit = off
@@ -3499,7 +3534,7 @@ DECLARE
                             'LEFT JOIN customer_unify.id_map ia ON ia.migration_id = %s AND ia.source_tag = %L AND ia.old_key = x.k '
                             'WHERE ia.old_key IS NULL)', m.id, 'target');
 BEGIN
-    RETURN format($f$CREATE FUNCTION %1$s.recompute(p_targets text[]) RETURNS void
+    RETURN format($f$CREATE OR REPLACE FUNCTION %1$s.recompute(p_targets text[]) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     SET jit = off
@@ -3675,32 +3710,7 @@ $do$$f$, t.name, t.key, m.id, t.name),
         v_steps := v_steps || customer_unify._b_step(
             format('COMMENT ON COLUMN %s.%I IS %L', v_name, v_ref->>'new_column',
                    format('customer_unify: %s re-pointed at %s (merge %s)', v_ref->>'column', t.name, m.name)));
-        v_steps := v_steps || customer_unify._b_step(format($f$CREATE FUNCTION %s.%I() RETURNS trigger
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-    SET DateStyle = 'ISO, MDY'
-    SET IntervalStyle = 'postgres'
-AS $body$
-DECLARE
-    v_key text;
-BEGIN
-    -- the source row it names, as the crosswalk spells its key
-    v_key := %8$s;
-    IF v_key IS NULL THEN
-        NEW.%3$I := NULL;
-        RETURN NEW;
-    END IF;
-    -- (not waited for: a transaction matching the row it names again re-points
-    -- the references it sees; one it cannot see yet is repoint()'s)
-    PERFORM pg_catalog.pg_try_advisory_xact_lock_shared(1129660418, pg_catalog.hashtext(%6$s || ':' || %7$L || ':' || v_key));
-    NEW.%3$I := (SELECT im.target_key::%4$s FROM customer_unify.id_map im
-                  WHERE im.migration_id = %6$s AND im.source_tag = %7$L AND im.old_key = v_key
-                    AND NOT EXISTS (SELECT 1 FROM customer_unify.merge_held h
-                                     WHERE h.migration_id = im.migration_id AND h.target_key = im.target_key));
-    RETURN NEW;
-END
-$body$$f$, w, 'ref_' || (v_ref->>'n'), v_ref->>'new_column', t.key_type, v_ref->>'column', m.id, v_ref->>'source',
-            customer_unify._merge_ref_key_sql(m, v_ref, format('NEW.%I', v_ref->>'column'))));
+        v_steps := v_steps || customer_unify._b_step(customer_unify._merge_ref_function_sql(m, v_ref));
         v_steps := v_steps || customer_unify._b_step(format('REVOKE ALL ON FUNCTION %s.%I() FROM PUBLIC', w, 'ref_' || (v_ref->>'n')));
         v_trg := format('customer_unify_%s_ref%s', m.id, v_ref->>'n');
         v_steps := v_steps || customer_unify._b_step(
