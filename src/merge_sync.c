@@ -27,17 +27,17 @@
 
 #include "access/genam.h"
 #include "access/table.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "fmgr.h"
 #include "miscadmin.h"
-#include "nodes/value.h"
-#include "parser/parse_func.h"
 #include "storage/proc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 
 #include "customer_unify.h"
 
@@ -78,9 +78,11 @@ merge_live_function(Oid apply_fn, const char *tag)
 {
 	char	   *live = psprintf("live_%s", tag);
 	Oid			argtypes[1] = {TEXTARRAYOID};
-	List	   *name = list_make2(makeString(get_namespace_name(get_func_namespace(apply_fn))), makeString(live));
 
-	if (OidIsValid(LookupFuncName(name, 1, argtypes, true)))
+	/* (by the catalog: the writing role has no USAGE on the work schema) */
+	if (OidIsValid(GetSysCacheOid3(PROCNAMEARGSNSP, Anum_pg_proc_oid, CStringGetDatum(live),
+								   PointerGetDatum(buildoidvector(argtypes, 1)),
+								   ObjectIdGetDatum(get_func_namespace(apply_fn)))))
 		return live;
 	return get_func_name(apply_fn);
 }

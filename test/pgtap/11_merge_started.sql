@@ -134,7 +134,7 @@ SELECT schema_owner_is('m_merge', 'cu_pgtap_m11_owner', 'the work schema belongs
 SELECT is(obj_description('m_merge'::regnamespace, 'pg_namespace'),
           'customer_unify: the working state of merge m (match keys, survivorship, apply functions)',
           'the work schema says what it is');
-SELECT tables_are('m_merge', ARRAY['match_key'], 'the work schema has one table, match_key');
+SELECT tables_are('m_merge', ARRAY['match_key', 'pending'], 'the work schema has two tables, match_key and pending (rows writes deferred rather than wait)');
 SELECT is((SELECT string_agg(format('%s %s%s', attname, format_type(atttypid, atttypmod), CASE WHEN attnotnull THEN ' NOT NULL' END), ', ' ORDER BY attnum)
              FROM pg_attribute WHERE attrelid = 'm_merge.match_key'::regclass AND attnum > 0 AND NOT attisdropped),
           'src text NOT NULL, skey text NOT NULL, rule text NOT NULL, mkey text NOT NULL, row jsonb',
@@ -155,8 +155,9 @@ SELECT is(ARRAY(SELECT attname::text FROM pg_attribute WHERE attrelid = 'm_merge
 SELECT is_empty($$SELECT c.relname || ' ' || pg_get_userbyid(c.relowner) FROM pg_class c
                    WHERE c.relnamespace = 'm_merge'::regnamespace AND c.relowner <> 'cu_pgtap_m11_owner'::regrole$$,
                 'the table, its indexes and the views of the work schema belong to the tables'' owner');
-SELECT functions_are('m_merge', ARRAY['apply_ai', 'apply_legacy', 'apply_target', 'reconcile', 'recompute', 'ref_1', 'ref_2'],
-                     'the work schema has recompute, reconcile, apply_<tag> per source (the target too) and ref_<n> per reference');
+SELECT functions_are('m_merge', ARRAY['apply_ai', 'apply_legacy', 'apply_target', 'drain', 'live_ai', 'live_legacy', 'live_target',
+                                      'reconcile', 'recompute', 'ref_1', 'ref_2', 'repoint'],
+                     'the work schema has recompute, reconcile, drain, repoint, apply_<tag> and live_<tag> per source (the target too) and ref_<n> per reference');
 SELECT has_function('m_merge', 'recompute', ARRAY['text[]'], 'recompute(text[])');
 SELECT function_returns('m_merge', 'recompute', ARRAY['text[]'], 'void', 'recompute(text[]) returns void');
 SELECT is(ARRAY(SELECT p.oid::regprocedure::text || ' -> ' || p.prorettype::regtype::text FROM pg_proc p
@@ -177,12 +178,18 @@ SELECT is_empty($$SELECT p.oid::regprocedure::text || ' ' || coalesce(p.proconfi
                 'every generated function pins SET search_path = pg_catalog, pg_temp');
 SELECT is(ARRAY(SELECT p.proname || ' ' || array_to_string(p.proconfig, ' ') FROM pg_proc p
                  WHERE p.pronamespace = 'm_merge'::regnamespace AND p.proname NOT LIKE 'ref\_%' ORDER BY (p.proname || ' ' || array_to_string(p.proconfig, ' ')) COLLATE "C"),
-          ARRAY['apply_ai search_path=pg_catalog, pg_temp jit=off join_collapse_limit=1',
-                'apply_legacy search_path=pg_catalog, pg_temp jit=off join_collapse_limit=1',
-                'apply_target search_path=pg_catalog, pg_temp jit=off join_collapse_limit=1',
-                'recompute search_path=pg_catalog, pg_temp jit=off',
-                'reconcile search_path=pg_catalog, pg_temp jit=off'],
-          'the matching functions run without JIT, their joins in the order written (apply_*)');
+          ARRAY['apply_ai search_path=pg_catalog, pg_temp jit=off DateStyle=ISO, MDY IntervalStyle=postgres join_collapse_limit=1',
+                'apply_legacy search_path=pg_catalog, pg_temp jit=off DateStyle=ISO, MDY IntervalStyle=postgres join_collapse_limit=1',
+                'apply_target search_path=pg_catalog, pg_temp jit=off DateStyle=ISO, MDY IntervalStyle=postgres join_collapse_limit=1',
+                'drain search_path=pg_catalog, pg_temp DateStyle=ISO, MDY IntervalStyle=postgres',
+                'live_ai search_path=pg_catalog, pg_temp DateStyle=ISO, MDY IntervalStyle=postgres lock_timeout=1ms customer_unify.merge_never_wait=on',
+                'live_legacy search_path=pg_catalog, pg_temp DateStyle=ISO, MDY IntervalStyle=postgres lock_timeout=1ms customer_unify.merge_never_wait=on',
+                'live_target search_path=pg_catalog, pg_temp DateStyle=ISO, MDY IntervalStyle=postgres lock_timeout=1ms customer_unify.merge_never_wait=on',
+                'recompute search_path=pg_catalog, pg_temp jit=off DateStyle=ISO, MDY IntervalStyle=postgres',
+                'reconcile search_path=pg_catalog, pg_temp jit=off DateStyle=ISO, MDY IntervalStyle=postgres',
+                'repoint search_path=pg_catalog, pg_temp DateStyle=ISO, MDY IntervalStyle=postgres'],
+          'the matching functions run without JIT, their joins in the order written (apply_*), keys in ISO text; '
+          'an application''s write (live_*) waits for no lock of the merge (1 ms, then deferred)');
 SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
                    WHERE p.pronamespace = 'm_merge'::regnamespace AND (p.prosecdef OR p.prolang <> (SELECT oid FROM pg_language WHERE lanname = 'plpgsql'))$$,
                 'the generated functions are plain PL/pgSQL, none SECURITY DEFINER');
@@ -249,12 +256,14 @@ SELECT triggers_are('legacy', 'conversations', ARRAY[pg_temp.tg('m', 'ref1')], '
 SELECT triggers_are('legacy', 'bookings', ARRAY[pg_temp.tg('m', 'ref2')], 'legacy.bookings carries customer_unify_<id>_ref2 only');
 SELECT is((SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = 'legacy.conversations'::regclass AND tgname = pg_temp.tg('m', 'ref1')),
           format('CREATE TRIGGER %s BEFORE INSERT OR UPDATE OF customer_id, customer_uuid ON legacy.conversations '
-                 'FOR EACH ROW EXECUTE FUNCTION m_merge.ref_1()', pg_temp.tg('m', 'ref1')),
-          'ref1: BEFORE INSERT OR UPDATE OF the old and the new column, FOR EACH ROW, m_merge.ref_1()');
+                 'FOR EACH ROW WHEN ((NOT customer_unify._mirror_guard((%s)::bigint))) EXECUTE FUNCTION m_merge.ref_1()',
+                 pg_temp.tg('m', 'ref1'), pg_temp.mid('m')),
+          'ref1: BEFORE INSERT OR UPDATE OF the old and the new column, FOR EACH ROW, not for the merge''s own writes, m_merge.ref_1()');
 SELECT is((SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = 'legacy.bookings'::regclass AND tgname = pg_temp.tg('m', 'ref2')),
           format('CREATE TRIGGER %s BEFORE INSERT OR UPDATE OF customer_id, customer_id_merged ON legacy.bookings '
-                 'FOR EACH ROW EXECUTE FUNCTION m_merge.ref_2()', pg_temp.tg('m', 'ref2')),
-          'ref2: BEFORE INSERT OR UPDATE OF the old and the new column, FOR EACH ROW, m_merge.ref_2()');
+                 'FOR EACH ROW WHEN ((NOT customer_unify._mirror_guard((%s)::bigint))) EXECUTE FUNCTION m_merge.ref_2()',
+                 pg_temp.tg('m', 'ref2'), pg_temp.mid('m')),
+          'ref2: BEFORE INSERT OR UPDATE OF the old and the new column, FOR EACH ROW, not for the merge''s own writes, m_merge.ref_2()');
 SELECT is((SELECT string_agg(tgname || '=' || tgenabled::text, ',' ORDER BY tgname) FROM pg_trigger
             WHERE tgrelid IN ('legacy.conversations'::regclass, 'legacy.bookings'::regclass) AND NOT tgisinternal),
           format('%s=A,%s=A', pg_temp.tg('m', 'ref1'), pg_temp.tg('m', 'ref2')),

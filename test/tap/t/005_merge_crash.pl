@@ -183,7 +183,7 @@ sub setup_db
 		  "match": [{"rule": "email", "key": "lower(btrim(email))"}],
 		  "survivorship": {"default": "priority", "columns": {"updated_at": "newest:updated_at"}},
 		  "references": [{"table": "legacy.conversations", "column": "customer_id", "source": "ai",
-		                  "new_column": "customer_uuid"}]
+		                  "new_column": "customer_uuid", "unresolved": "allow"}]
 		} $j$::jsonb)});
 	like($id, qr/^\d+$/, "$db: merge() returns a migration id");
 	is(q1($db, q{SELECT customer_unify.start('m')}), 'started', "$db: start() returns 'started'");
