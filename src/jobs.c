@@ -923,18 +923,18 @@ cu_job_main(Datum main_arg)
 				break;			/* a newer job took over */
 			if (job_streq(j.request, "cancel"))
 			{
-				job_set_text_own("state = 'cancelled', request = NULL, phase = NULL, "
+				job_set_text_own("state = 'cancelled', request = NULL, phase = NULL, pid = NULL, "
 								 "finished_at = pg_catalog.clock_timestamp(), last_error = $2", NULL);
 				break;
 			}
 			if (job_streq(j.request, "pause"))
 			{
-				job_set_text_own("state = 'paused', request = NULL, phase = NULL, last_error = $2", NULL);
+				job_set_text_own("state = 'paused', request = NULL, phase = NULL, pid = NULL, last_error = $2", NULL);
 				break;
 			}
 			if (job_state_index(j.migration_state) >= job_state_index(j.until))
 			{
-				job_set_text_own("state = 'finished', phase = NULL, finished_at = pg_catalog.clock_timestamp(), "
+				job_set_text_own("state = 'finished', phase = NULL, pid = NULL, finished_at = pg_catalog.clock_timestamp(), "
 								 "last_error = $2", NULL);
 				break;
 			}
@@ -957,7 +957,7 @@ cu_job_main(Datum main_arg)
 		pgstat_report_activity(STATE_IDLE, NULL);
 		job_xact_begin();
 		job_set(job_args.migration_id,
-				"state = 'failed', request = NULL, finished_at = pg_catalog.clock_timestamp(), "
+				"state = 'failed', request = NULL, pid = NULL, finished_at = pg_catalog.clock_timestamp(), "
 				"last_error = $2, last_sqlstate = $3", 2,
 				(Oid[]) {TEXTOID, TEXTOID},
 				(Datum[]) {CStringGetTextDatum(edata->message ? edata->message : "(no message)"),
