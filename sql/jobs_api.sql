@@ -12,33 +12,17 @@ END $$;
 CREATE SCHEMA jb AUTHORIZATION regress_job_owner;
 GRANT USAGE ON SCHEMA jb TO regress_job_nologin, regress_job_other;
 GRANT CREATE ON SCHEMA jb TO regress_job_nologin;
--- wait until the job of a migration is in one of states (at most 60 s); its state then
-CREATE FUNCTION regress_util.wait_job(p_name text, p_states text[]) RETURNS text
+-- wait until cond (an expression over the job's row j in customer_unify.jobs) holds, at most 60 s
+CREATE FUNCTION regress_util.wait_job(p_name text, p_cond text) RETURNS boolean
     LANGUAGE plpgsql AS $$
 DECLARE
-    v text;
+    v boolean;
     t0 timestamptz := clock_timestamp();
 BEGIN
     LOOP
-        SELECT j.state INTO v FROM customer_unify.jobs j WHERE j.name = p_name;
-        IF v = ANY (p_states) OR clock_timestamp() > t0 + interval '60 s' THEN
-            RETURN v;
-        END IF;
-        PERFORM pg_sleep(0.05);
-    END LOOP;
-END
-$$;
--- wait until the job's throttle_reason is set (at most 60 s)
-CREATE FUNCTION regress_util.wait_held(p_name text) RETURNS text
-    LANGUAGE plpgsql AS $$
-DECLARE
-    v text;
-    t0 timestamptz := clock_timestamp();
-BEGIN
-    LOOP
-        SELECT j.throttle_reason INTO v FROM customer_unify.jobs j WHERE j.name = p_name;
-        IF v IS NOT NULL OR clock_timestamp() > t0 + interval '60 s' THEN
-            RETURN v;
+        EXECUTE format('SELECT %s FROM customer_unify.jobs j WHERE j.name = $1', p_cond) INTO v USING p_name;
+        IF v OR clock_timestamp() > t0 + interval '60 s' THEN
+            RETURN coalesce(v, false);
         END IF;
         PERFORM pg_sleep(0.05);
     END LOOP;
@@ -71,7 +55,7 @@ SELECT regress_util.try($$SELECT customer_unify.set_throttle('jm', throttle_quer
 SELECT regress_util.try($$SELECT customer_unify.set_throttle('jm', throttle_query => 'SELECT true FROM generate_series(1, 2)')$$) AS query_two_rows;
 
 -- 2. nothing to pause, resume or cancel before a launch
-SELECT regress_util.try($$SELECT customer_unify.pause('jm')$$) AS pause_not_launched;
+SELECT regress_util.try_detail($$SELECT customer_unify.pause('jm')$$) AS pause_not_launched;
 SELECT regress_util.try($$SELECT customer_unify.resume('jm')$$) AS resume_not_launched;
 SELECT regress_util.try($$SELECT customer_unify.cancel('jm')$$) AS cancel_not_launched;
 
@@ -92,16 +76,17 @@ SET ROLE regress_job_owner;
 SELECT customer_unify.set_throttle('jm', throttle_query => 'SELECT flag FROM jb.hold');
 SELECT state, until, throttle_reason FROM customer_unify.jobs WHERE name = 'jm';
 SELECT customer_unify.launch('jm', batch_size => 500);
-SELECT regress_util.wait_held('jm') AS held_because;
+SELECT regress_util.wait_job('jm', 'j.throttle_reason IS NOT NULL') AS held;
+SELECT throttle_reason FROM customer_unify.jobs WHERE name = 'jm';
 SELECT state, migration_state, phase, role, pid > 0 AS has_pid, rows_done > 0 AS some_rows, rows_done < 5000 AS not_all
   FROM customer_unify.jobs WHERE name = 'jm';
 SELECT application_name, backend_type, usename FROM pg_stat_activity
  WHERE pid = (SELECT pid FROM customer_unify.jobs WHERE name = 'jm');
-SELECT regress_util.try($$SELECT customer_unify.launch('jm')$$) AS launch_running;
+SELECT regress_util.try_detail($$SELECT customer_unify.launch('jm')$$) AS launch_running;
 SELECT regress_util.try($$SELECT customer_unify.resume('jm')$$) AS resume_running;
 SELECT customer_unify.pause('jm');
 SELECT regress_util.try($$SELECT customer_unify.pause('jm')$$) AS pause_twice;
-SELECT regress_util.wait_job('jm', '{paused}') AS after_pause;
+SELECT regress_util.wait_job('jm', $$j.state = 'paused'$$) AS after_pause;
 SELECT regress_util.try($$SELECT customer_unify.pause('jm')$$) AS pause_paused;
 SELECT regress_util.try($$SELECT customer_unify.launch('jm')$$) AS launch_paused;
 SELECT state, request, phase, pid IS NULL AS no_pid FROM customer_unify.jobs WHERE name = 'jm';
@@ -114,15 +99,16 @@ SELECT regress_util.try($$SELECT customer_unify.cancel('jm')$$) AS cancel_cancel
 
 -- 6. a hold query that fails at run time fails the job, with its SQLSTATE
 SELECT customer_unify.launch('jm', batch_size => 500);
-SELECT regress_util.wait_held('jm') AS held_because;
+SELECT regress_util.wait_job('jm', 'j.throttle_reason IS NOT NULL') AS held;
+SELECT throttle_reason FROM customer_unify.jobs WHERE name = 'jm';
 DROP TABLE jb.hold;
-SELECT regress_util.wait_job('jm', '{failed}') AS after_drop;
+SELECT regress_util.wait_job('jm', $$j.state = 'failed'$$) AS after_drop;
 SELECT state, migration_state, last_sqlstate, last_error FROM customer_unify.jobs WHERE name = 'jm';
 
 -- 7. other throttles (the hold query off), resume the failed job: it runs to until (backfilled) and stops there
 SELECT customer_unify.set_throttle('jm', nice => 0.5, chunk_ms => 100);
 SELECT customer_unify.resume('jm');
-SELECT regress_util.wait_job('jm', '{finished,failed}') AS after_resume;
+SELECT regress_util.wait_job('jm', $$j.state IN ('finished', 'failed')$$) AS after_resume;
 SELECT state, migration_state, until, rows_done, last_error FROM customer_unify.jobs WHERE name = 'jm';
 SELECT count(*) FILTER (WHERE NOT ok) AS failing FROM customer_unify.verify('jm');
 SELECT (SELECT count(*) FROM jb.people_bits) AS copied, (SELECT count(DISTINCT person_id) FROM jb.people_bits) AS distinct_keys;
@@ -130,7 +116,7 @@ SELECT regress_util.try($$SELECT customer_unify.launch('jm', until => 'backfille
 
 -- 8. a job runs the later phases too: cutover, then finalize
 SELECT customer_unify.launch('jm', until => 'cut_over');
-SELECT regress_util.wait_job('jm', '{finished,failed}') AS to_cut_over;
+SELECT regress_util.wait_job('jm', $$j.state IN ('finished', 'failed')$$) AS to_cut_over;
 SELECT state, migration_state, last_error FROM customer_unify.jobs WHERE name = 'jm';
 SELECT customer_unify.rollback('jm');
 SELECT regress_util.try($$SELECT customer_unify.launch('jm', until => 'finalized')$$) AS launch_rolled_back;
@@ -141,10 +127,11 @@ SELECT customer_unify.split('jw', 'jb.people', 'people_bits2', ARRAY['nick'], 'p
 SELECT customer_unify.set_throttle('jw', window_start => (now() + interval '6 hours')::time,
                                    window_end => (now() + interval '6 hours 1 minute')::time);
 SELECT customer_unify.launch('jw', batch_size => 1000);
-SELECT regress_util.wait_held('jw') AS held_because;
+SELECT regress_util.wait_job('jw', 'j.throttle_reason IS NOT NULL') AS held;
+SELECT throttle_reason FROM customer_unify.jobs WHERE name = 'jw';
 SELECT customer_unify.cancel('jw');
 SELECT regress_util.try($$SELECT customer_unify.pause('jw')$$) AS pause_cancelling;
-SELECT regress_util.wait_job('jw', '{cancelled}') AS after_cancel;
+SELECT regress_util.wait_job('jw', $$j.state = 'cancelled'$$) AS after_cancel;
 SELECT state, migration_state, request, pid IS NULL AS no_pid, throttled_ms > 0 AS throttled FROM customer_unify.jobs WHERE name = 'jw';
 SELECT customer_unify.rollback('jw');
 
@@ -170,7 +157,7 @@ SELECT p.oid::regprocedure AS function, p.proconfig
  ORDER BY p.proname;
 
 DROP SCHEMA jb CASCADE;
-DROP FUNCTION regress_util.wait_job(text, text[]), regress_util.wait_held(text);
+DROP FUNCTION regress_util.wait_job(text, text);
 DO $$ BEGIN
     EXECUTE format('REVOKE CREATE ON DATABASE %I FROM regress_job_owner, regress_job_nologin', current_database());
 END $$;

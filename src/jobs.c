@@ -244,7 +244,7 @@ job_worker_alive(int64 id)
 static const char *
 job_effective_state(int64 id, JobRow *j)
 {
-	if ((job_streq(j->state, "running") || job_streq(j->state, "starting")) && !job_worker_alive(id))
+	if ((strcmp(j->state, "running") == 0 || strcmp(j->state, "starting") == 0) && !job_worker_alive(id))
 		return "interrupted";
 	return j->state;
 }
@@ -393,14 +393,41 @@ job_control_end(const char *result)
 	PG_RETURN_TEXT_P(t);
 }
 
+/* A job whose worker is (or is about to be) at work */
+static bool
+job_running(const char *state)
+{
+	return job_streq(state, "running") || job_streq(state, "starting");
+}
+
+/* A job that resume() continues */
+static bool
+job_resumable(const char *state)
+{
+	return job_streq(state, "paused") || job_streq(state, "interrupted") || job_streq(state, "failed");
+}
+
+/* what a job in state may be asked to do next, for hints */
+static const char *
+job_next_hint(const char *state)
+{
+	if (job_running(state))
+		return "Pause or cancel it first: customer_unify.pause(...) / customer_unify.cancel(...).";
+	if (job_resumable(state))
+		return "Continue it with customer_unify.resume(...), or end it with customer_unify.cancel(...).";
+	return "Start one with customer_unify.launch(...).";
+}
+
+/* "cannot <action> the job of migration "x": <why>" (55006 when it is running, else 55000) */
 static void
-job_refuse_running(JobRow *j, const char *action)
+job_refuse(JobRow *j, const char *action, const char *state, const char *why)
 {
 	ereport(ERROR,
-			(errcode(ERRCODE_OBJECT_IN_USE),
-			 errmsg("cannot %s the job of migration \"%s\": it is already running", action, j->name),
-			 errdetail("Its worker is at work (see customer_unify.jobs)."),
-			 errhint("Pause or cancel it first: SELECT customer_unify.cancel(%s);", quote_literal_cstr(j->name))));
+			(errcode(job_running(state) ? ERRCODE_OBJECT_IN_USE : ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("cannot %s the job of migration \"%s\": %s", action, j->name, why),
+			 errdetail("The job is %s%s; the migration is %s.", job_streq(state, "idle") ? "not launched" : state,
+					   j->request ? psprintf(" (%s requested)", j->request) : "", j->migration_state),
+			 errhint("%s", job_next_hint(state))));
 }
 
 PG_FUNCTION_INFO_V1(cu_job_launch);
@@ -427,21 +454,13 @@ cu_job_launch(PG_FUNCTION_ARGS)
 				 errmsg("batch_size and lock_timeout_ms must be positive, not %d and %d", batch_size, lock_timeout_ms)));
 	id = job_control_begin(fcinfo, "launch a job of", &j);
 	state = job_effective_state(id, &j);
-	if (job_streq(state, "running") || job_streq(state, "starting"))
-		job_refuse_running(&j, "launch");
+	if (job_running(state))
+		job_refuse(&j, "launch", state, "it is already running");
 	if (job_streq(state, "paused") || job_streq(state, "interrupted"))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("cannot launch a job for migration \"%s\": its job is %s", j.name, state),
-				 errhint("Continue it with SELECT customer_unify.resume(%s); or cancel it first.",
-						 quote_literal_cstr(j.name))));
+		job_refuse(&j, "launch", state, psprintf("its job is %s", state));
 	if (job_state_index(j.migration_state) < 0 ||
 		job_state_index(j.migration_state) >= job_state_index(until))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("cannot launch a job for migration \"%s\": it is %s", j.name, j.migration_state),
-				 errdetail("The job would run it until %s.", until),
-				 errhint("A job runs the phases from the migration's state up to until.")));
+		job_refuse(&j, "launch", state, psprintf("the migration is %s, nothing to run until %s", j.migration_state, until));
 	job_set(id, "until = $2, batch_size = $3, lock_timeout_ms = $4", 3,
 			(Oid[]) {TEXTOID, INT4OID, INT4OID},
 			(Datum[]) {CStringGetTextDatum(until), Int32GetDatum(batch_size), Int32GetDatum(lock_timeout_ms)},
@@ -460,18 +479,10 @@ cu_job_pause(PG_FUNCTION_ARGS)
 	int64		id = job_control_begin(fcinfo, "pause the job of", &j);
 	const char *state = job_effective_state(id, &j);
 
-	if (!job_streq(state, "running") && !job_streq(state, "starting"))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("cannot pause the job of migration \"%s\": it is not running", j.name),
-				 errdetail("The job is %s.", state),
-				 errhint(job_streq(state, "interrupted") || job_streq(state, "paused")
-						 ? "Continue it with customer_unify.resume(...)."
-						 : "Start one with customer_unify.launch(...).")));
+	if (!job_running(state))
+		job_refuse(&j, "pause", state, "it is not running");
 	if (job_streq(j.request, "cancel"))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("cannot pause the job of migration \"%s\": it is being cancelled", j.name)));
+		job_refuse(&j, "pause", "cancelling", "it is being cancelled");
 	job_set_text(id, "request = $2", "pause");
 	return job_control_end("pausing");
 }
@@ -489,26 +500,17 @@ cu_job_resume(PG_FUNCTION_ARGS)
 	int64		id = job_control_begin(fcinfo, "resume the job of", &j);
 	const char *state = job_effective_state(id, &j);
 
-	if (job_streq(state, "running") || job_streq(state, "starting"))
+	if (job_running(state) && job_streq(j.request, "pause"))
 	{
-		if (job_streq(j.request, "pause"))
-		{
-			job_set_text(id, "request = $2", NULL);
-			return job_control_end("running");
-		}
-		job_refuse_running(&j, "resume");
+		job_set_text(id, "request = $2", NULL);
+		return job_control_end("running");
 	}
-	if (!job_streq(state, "paused") && !job_streq(state, "interrupted") && !job_streq(state, "failed"))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("cannot resume the job of migration \"%s\": it is %s", j.name,
-						job_streq(state, "idle") ? "not launched" : state),
-				 errdetail("resume continues a paused, interrupted or failed job."),
-				 errhint("Start a new one with customer_unify.launch(...).")));
+	if (job_running(state))
+		job_refuse(&j, "resume", state, "it is already running");
+	if (!job_resumable(state))
+		job_refuse(&j, "resume", state, job_streq(state, "idle") ? "it is not launched" : psprintf("it is %s", state));
 	if (job_state_index(j.migration_state) < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("cannot resume the job of migration \"%s\": the migration is %s", j.name, j.migration_state)));
+		job_refuse(&j, "resume", state, psprintf("the migration is %s", j.migration_state));
 	job_start(id, &j, true);
 	return job_control_end("starting");
 }
@@ -523,23 +525,16 @@ cu_job_cancel(PG_FUNCTION_ARGS)
 	int64		id = job_control_begin(fcinfo, "cancel the job of", &j);
 	const char *state = job_effective_state(id, &j);
 
-	if (job_streq(state, "running") || job_streq(state, "starting"))
+	if (job_running(state))
 	{
 		job_set_text(id, "request = $2", "cancel");
 		return job_control_end("cancelling");
 	}
-	if (job_streq(state, "paused") || job_streq(state, "interrupted") || job_streq(state, "failed"))
-	{
-		job_set(id, "state = 'cancelled', request = NULL, finished_at = pg_catalog.clock_timestamp()",
-				0, NULL, NULL, NULL);
-		return job_control_end("cancelled");
-	}
-	ereport(ERROR,
-			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-			 errmsg("cannot cancel the job of migration \"%s\": it is %s", j.name,
-					job_streq(state, "idle") ? "not launched" : state),
-			 errhint("Nothing to cancel.")));
-	return (Datum) 0;			/* keep compiler quiet */
+	if (!job_resumable(state))
+		job_refuse(&j, "cancel", state, job_streq(state, "idle") ? "it is not launched" : psprintf("it is %s", state));
+	job_set(id, "state = 'cancelled', request = NULL, finished_at = pg_catalog.clock_timestamp()",
+			0, NULL, NULL, NULL);
+	return job_control_end("cancelled");
 }
 
 PG_FUNCTION_INFO_V1(cu_job_set_throttle);

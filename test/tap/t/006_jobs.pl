@@ -157,6 +157,17 @@ sub check_done
 	return;
 }
 
+# after an interruption: writes, resume(), the job finishes, the checks
+sub resume_and_finish
+{
+	my ($db, $round) = @_;
+	app_writes($db, $round);
+	is(qo($db, q{SELECT customer_unify.resume('m')}), 'starting', "$db: resume() of the interrupted job");
+	wait_job_state($db, ['finished', 'failed'], 'the resumed job finished');
+	check_done($db);
+	return;
+}
+
 # ---------------------------------------------------------------- detach
 {
 	my $db = 'detach';
@@ -188,10 +199,7 @@ sub check_done
 	my $after = job($db);
 	is_deeply([ $after->{rows_done}, $after->{batches}, $after->{state} ],
 		[ $before->{rows_done}, $before->{batches}, 'paused' ], "$db: nothing advanced while paused");
-	app_writes($db, 2);
-	is(qo($db, q{SELECT customer_unify.resume('m')}), 'starting', "$db: resume() starts a worker");
-	wait_job_state($db, ['finished', 'failed'], 'the resumed job finished');
-	check_done($db);
+	resume_and_finish($db, 2);
 }
 
 # ---------------------------------------------------------------- cancel
@@ -241,12 +249,9 @@ sub check_done
 	my $j = job($db);
 	ok($j->{rows_done} < $NROWS, "$db: it was killed mid-backfill");
 	is($j->{migration}, 'started', "$db: the migration is still started");
-	app_writes($db, 4);
 	my ($rc, $out, $err) = $node->psql($db, "SET ROLE jowner; SELECT customer_unify.launch('m')");
 	like($err, qr/its job is interrupted/, "$db: launch() of an interrupted job is refused (resume it)");
-	is(qo($db, q{SELECT customer_unify.resume('m')}), 'starting', "$db: resume() after the crash");
-	wait_job_state($db, ['finished', 'failed'], 'the resumed job finished');
-	check_done($db);
+	resume_and_finish($db, 4);
 }
 
 # ---------------------------------------------------------------- immediate (the postmaster)
@@ -260,10 +265,7 @@ sub check_done
 	my $j = job($db);
 	is($j->{state}, 'interrupted', "$db: after an immediate stop and start the job shows interrupted");
 	ok($j->{rows_done} > 0 && $j->{rows_done} < $NROWS, "$db: it was stopped mid-backfill");
-	app_writes($db, 5);
-	is(qo($db, q{SELECT customer_unify.resume('m')}), 'starting', "$db: resume() after the restart");
-	wait_job_state($db, ['finished', 'failed'], 'the resumed job finished');
-	check_done($db);
+	resume_and_finish($db, 5);
 }
 
 # ---------------------------------------------------------------- no worker slots
