@@ -25,13 +25,25 @@
  *	  but whose lock is free was interrupted (the worker was killed, the
  *	  server crashed or restarted) and is continued by resume() from the
  *	  engine's checkpoint.
+ *
+ *	  Loaded by shared_preload_libraries, the module also registers a
+ *	  static "customer_unify job launcher" worker: at every server start
+ *	  (and after a crash restart) it runs, one database after another, a
+ *	  short-lived scanner that resumes the interrupted jobs of that
+ *	  database (each in its own worker, as its migration's owner; paused
+ *	  and cancelled jobs stay as they are), then idles like autoprewarm's
+ *	  leader so that the postmaster starts it again after the next crash.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/heapam.h"
 #include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_authid.h"
+#include "catalog/pg_database.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "fmgr.h"
@@ -62,6 +74,8 @@
 #define JOB_START_WAIT_MS	10000		/* launch waits this long for the worker's lock */
 
 PGDLLEXPORT void cu_job_main(Datum main_arg);
+PGDLLEXPORT void cu_job_launcher_main(Datum main_arg);
+PGDLLEXPORT void cu_job_scanner_main(Datum main_arg);
 
 /* What a worker is given (bgw_extra). */
 typedef struct JobArgs
@@ -962,4 +976,148 @@ cu_job_main(Datum main_arg)
 	}
 	PG_END_TRY();
 	proc_exit(0);
+}
+
+/* ------------------------------------------------ resuming after a restart */
+
+/*
+ * The scanner of one database (connected as the bootstrap superuser, which
+ * only reads the job catalog here): resume every job whose row says it runs
+ * but whose worker is gone.  Each job's own worker connects as the
+ * migration's owner, as resume() would start it.
+ */
+void
+cu_job_scanner_main(Datum main_arg)
+{
+	List	   *ids = NIL;
+	ListCell   *lc;
+	uint64		i;
+
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(main_arg), BOOTSTRAP_SUPERUSERID, 0);
+	job_xact_begin();
+	/* a database without the extension (or with a version before 1.3) has no jobs */
+	if (SPI_execute("SELECT 1 WHERE pg_catalog.to_regclass('customer_unify.job') IS NOT NULL", true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1 &&
+		SPI_execute("SELECT j.migration_id FROM customer_unify.job j "
+					"WHERE j.state OPERATOR(pg_catalog.=) ANY (ARRAY['starting', 'running']) ORDER BY 1",
+					true, 0) == SPI_OK_SELECT)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		for (i = 0; i < SPI_processed; i++)
+			ids = lappend(ids, psprintf("%s", SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)));
+		MemoryContextSwitchTo(old);
+	}
+	job_xact_end();
+	foreach(lc, ids)
+	{
+		int64		id = pg_strtoint64((char *) lfirst(lc));
+		JobRow		j;
+
+		job_xact_begin();
+		job_read(id, true, &j);
+		if (j.found && (strcmp(j.state, "running") == 0 || strcmp(j.state, "starting") == 0) &&
+			job_state_index(j.migration_state) >= 0 && !job_worker_alive(id))
+		{
+			ereport(LOG,
+					(errmsg("customer_unify: resuming the interrupted job of migration \"%s\"", j.name)));
+			job_start(id, &j, true);
+		}
+		job_xact_end();
+	}
+	proc_exit(0);
+}
+
+static bool
+job_start_helper(const char *function, const char *name, Datum arg, BackgroundWorkerHandle **handle)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "customer_unify");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "%s", function);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "%s", name);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "%s", name);
+	worker.bgw_main_arg = arg;
+	worker.bgw_notify_pid = MyProcPid;
+	return RegisterDynamicBackgroundWorker(&worker, handle);
+}
+
+/* The static launcher: a scanner per database, one after another, then idle. */
+void
+cu_job_launcher_main(Datum main_arg)
+{
+	List	   *dbs = NIL;
+	ListCell   *lc;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	StartTransactionCommand();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_database d = (Form_pg_database) GETSTRUCT(tup);
+		MemoryContext old;
+
+		if (!d->datallowconn || d->datistemplate)
+			continue;
+		old = MemoryContextSwitchTo(TopMemoryContext);
+		dbs = lappend_oid(dbs, d->oid);
+		MemoryContextSwitchTo(old);
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+
+	foreach(lc, dbs)
+	{
+		BackgroundWorkerHandle *handle;
+
+		if (!job_start_helper("cu_job_scanner_main", "customer_unify job scanner",
+							  ObjectIdGetDatum(lfirst_oid(lc)), &handle))
+		{
+			ereport(WARNING,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("customer_unify: no background worker slot to resume interrupted jobs"),
+					 errhint("Raise max_worker_processes, or call customer_unify.resume(...) for each.")));
+			break;
+		}
+		(void) WaitForBackgroundWorkerShutdown(handle);
+		CHECK_FOR_INTERRUPTS();
+	}
+	for (;;)
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH, -1L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/* _PG_init: the static launcher, when loaded by shared_preload_libraries */
+void
+cu_jobs_init(void)
+{
+	BackgroundWorker worker;
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 10;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "customer_unify");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "cu_job_launcher_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "customer_unify job launcher");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "customer_unify job launcher");
+	RegisterBackgroundWorker(&worker);
 }

@@ -15,6 +15,8 @@
 #   kill9      SIGKILL of the worker (the postmaster restarts the server):
 #              the job shows interrupted, resume() finishes it
 #   immediate  pg_ctl stop -m immediate mid-job, start: resume() finishes it
+#   autostart  with shared_preload_libraries = customer_unify, the same
+#              without resume(): the static launcher resumes it at start
 # Every scenario ends with verify() all ok, target rows == source rows, no
 # duplicate link values, every moved value equal, and writes made while the
 # job ran (or was interrupted) mirrored.  Last, with max_worker_processes = 0
@@ -266,6 +268,26 @@ sub resume_and_finish
 	is($j->{state}, 'interrupted', "$db: after an immediate stop and start the job shows interrupted");
 	ok($j->{rows_done} > 0 && $j->{rows_done} < $NROWS, "$db: it was stopped mid-backfill");
 	resume_and_finish($db, 5);
+}
+
+# ---------------------------------------------------------------- autostart (shared_preload_libraries)
+{
+	my $db = 'autostart';
+	$node->append_conf('postgresql.conf', "shared_preload_libraries = 'customer_unify'\n");
+	$node->restart;
+	setup_db($db);
+	launch($db);
+	wait_progress($db, 1000);
+	$node->stop('immediate');
+	$node->start;
+	# no resume(): the static launcher resumes interrupted jobs at start
+	wait_job_state($db, ['finished', 'failed'], 'the launcher resumed the interrupted job, which finished');
+	check_done($db);
+	is(q1($db, q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'customer_unify job launcher'}),
+		'1', "$db: one launcher waits for the next restart");
+	# the paused job of 'pause' and the cancelled one of 'cancel' stay as they were
+	is(q1('cancel', q{SELECT state FROM customer_unify.jobs WHERE name = 'm'}), 'cancelled',
+		'the launcher leaves a cancelled job alone');
 }
 
 # ---------------------------------------------------------------- no worker slots
