@@ -50,6 +50,8 @@ SELECT regress_util.try($$SELECT customer_unify.launch('jm', batch_size => 0)$$)
 SELECT regress_util.try($$SELECT customer_unify.set_throttle('jm', nice => -1)$$) AS nice_negative;
 SELECT regress_util.try($$SELECT customer_unify.set_throttle('jm', chunk_ms => 0)$$) AS chunk_zero;
 SELECT regress_util.try($$SELECT customer_unify.set_throttle('jm', max_lag_bytes => 0)$$) AS lag_zero;
+-- the worker reads pg_stat_replication as the owner, who needs pg_read_all_stats for it
+SELECT regress_util.try($$SELECT customer_unify.set_throttle('jm', max_lag_bytes => 1000000)$$) AS lag_without_stats;
 SELECT regress_util.try($$SELECT customer_unify.set_throttle('jm', window_start => '22:00')$$) AS half_window;
 SELECT regress_util.try($$SELECT customer_unify.set_throttle('jm', throttle_query => 'SELECT 1')$$) AS query_not_boolean;
 SELECT regress_util.try($$SELECT customer_unify.set_throttle('jm', throttle_query => 'SELECT true FROM generate_series(1, 2)')$$) AS query_two_rows;

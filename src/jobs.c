@@ -586,6 +586,19 @@ cu_job_set_throttle(PG_FUNCTION_ARGS)
 				 errmsg("window_start and window_end go together"),
 				 errhint("Give both (a window may pass midnight: 22:00 .. 06:00) or neither.")));
 	id = job_control_begin(fcinfo, "throttle the job of", &j);
+	if (!PG_ARGISNULL(3) &&
+		!has_privs_of_role(get_role_oid(j.owner, false),
+#if PG_VERSION_NUM >= 140000
+						   ROLE_PG_READ_ALL_STATS
+#else
+						   DEFAULT_ROLE_READ_ALL_STATS
+#endif
+						   ))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("max_lag_bytes needs the job's role %s to read the replication lag", quote_identifier(j.owner)),
+				 errdetail("The worker reads pg_stat_replication.replay_lsn as the migration's owner; without pg_read_all_stats it reads NULL."),
+				 errhint("GRANT pg_read_all_stats TO %s;", quote_identifier(j.owner))));
 	if (!PG_ARGISNULL(6))
 	{
 		/* the DBA's hold query: run once now, as the caller, to see it answers one boolean */

@@ -15,6 +15,8 @@
 #   kill9      SIGKILL of the worker (the postmaster restarts the server):
 #              the job shows interrupted, resume() finishes it
 #   immediate  pg_ctl stop -m immediate mid-job, start: resume() finishes it
+#   lag        max_lag_bytes with a streaming standby whose replay is paused:
+#              the job holds (throttle_reason says why) until replay resumes
 #   autostart  with shared_preload_libraries = customer_unify, the same
 #              without resume(): the static launcher resumes it at start
 # Every scenario ends with verify() all ok, target rows == source rows, no
@@ -31,7 +33,7 @@ use Test::More;
 my $NROWS = $ENV{CU_TAP_JOB_ROWS} || 60_000;
 
 my $node = PostgreSQL::Test::Cluster->new('jobs');
-$node->init;
+$node->init(allows_streaming => 1);
 $node->append_conf(
 	'postgresql.conf', q{
 restart_after_crash = on
@@ -268,6 +270,33 @@ sub resume_and_finish
 	is($j->{state}, 'interrupted', "$db: after an immediate stop and start the job shows interrupted");
 	ok($j->{rows_done} > 0 && $j->{rows_done} < $NROWS, "$db: it was stopped mid-backfill");
 	resume_and_finish($db, 5);
+}
+
+# ---------------------------------------------------------------- lag (max_lag_bytes)
+{
+	my $db = 'lag';
+	setup_db($db);
+	$node->safe_psql('postgres', 'GRANT pg_read_all_stats TO jowner');
+	$node->backup('lag_backup');
+	my $standby = PostgreSQL::Test::Cluster->new('jobs_standby');
+	$standby->init_from_backup($node, 'lag_backup', has_streaming => 1);
+	$standby->append_conf('postgresql.conf', "wal_receiver_status_interval = 1\n");
+	$standby->start;
+	$node->wait_for_catchup($standby);
+	$standby->safe_psql('postgres', 'SELECT pg_wal_replay_pause()');
+	qo($db, q{SELECT customer_unify.set_throttle('m', max_lag_bytes => 65536)});
+	launch($db);
+	ok( $node->poll_query_until(
+			$db, q{SELECT throttle_reason LIKE 'replication lag % bytes over max_lag_bytes' FROM customer_unify.jobs WHERE name = 'm'}),
+		"$db: the job holds while the standby's replay lags")
+	  or diag(explain(job($db)));
+	my $j = job($db);
+	ok($j->{state} eq 'running' && $j->{rows_done} < $NROWS, "$db: held mid-backfill, still running");
+	$standby->safe_psql('postgres', 'SELECT pg_wal_replay_resume()');
+	wait_job_state($db, ['finished', 'failed'], 'the job went on once the standby caught up, and finished');
+	check_done($db);
+	ok(q1($db, q{SELECT throttled_ms > 0 FROM customer_unify.jobs WHERE name = 'm'}) eq 't', "$db: the hold is counted in throttled_ms");
+	$standby->stop;
 }
 
 # ---------------------------------------------------------------- autostart (shared_preload_libraries)
