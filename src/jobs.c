@@ -993,6 +993,23 @@ cu_job_main(Datum main_arg)
 
 /* ------------------------------------------------ resuming after a restart */
 
+/* The scanner's work for one job: resume it if its worker is gone. */
+static void
+job_scanner_resume(void *arg)
+{
+	int64		id = *(int64 *) arg;
+	JobRow		j;
+
+	job_read(id, true, &j);
+	if (j.found && (strcmp(j.state, "running") == 0 || strcmp(j.state, "starting") == 0) &&
+		job_state_index(j.migration_state) >= 0 && !job_worker_alive(id))
+	{
+		ereport(LOG,
+				(errmsg("customer_unify: resuming the interrupted job of migration \"%s\"", j.name)));
+		job_start(id, &j, true);
+	}
+}
+
 /*
  * The scanner of one database (connected as the bootstrap superuser, which
  * only reads the job catalog here): resume every job whose row says it runs
@@ -1020,23 +1037,25 @@ cu_job_scanner_main(Datum main_arg)
 		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
 		for (i = 0; i < SPI_processed; i++)
-			ids = lappend(ids, psprintf("%s", SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)));
+			ids = lappend(ids, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
 		MemoryContextSwitchTo(old);
 	}
 	job_xact_end();
 	foreach(lc, ids)
 	{
 		int64		id = pg_strtoint64((char *) lfirst(lc));
-		JobRow		j;
+		ErrorData  *edata;
 
+		/* one job that cannot be resumed (its owner dropped, ...) keeps no other from it */
 		job_xact_begin();
-		job_read(id, true, &j);
-		if (j.found && (strcmp(j.state, "running") == 0 || strcmp(j.state, "starting") == 0) &&
-			job_state_index(j.migration_state) >= 0 && !job_worker_alive(id))
+		edata = cu_subxact(job_scanner_resume, &id);
+		if (edata != NULL)
 		{
-			ereport(LOG,
-					(errmsg("customer_unify: resuming the interrupted job of migration \"%s\"", j.name)));
-			job_start(id, &j, true);
+			ereport(WARNING,
+					(errmsg("customer_unify: could not resume the interrupted job of migration %lld: %s",
+							(long long) id, edata->message),
+					 errhint("Resume it by hand: SELECT customer_unify.resume(...);")));
+			FreeErrorData(edata);
 		}
 		job_xact_end();
 	}
