@@ -12,18 +12,19 @@ END $$;
 CREATE SCHEMA jb AUTHORIZATION regress_job_owner;
 GRANT USAGE ON SCHEMA jb TO regress_job_nologin, regress_job_other;
 GRANT CREATE ON SCHEMA jb TO regress_job_nologin;
--- wait until cond (an expression over the job's row j in customer_unify.jobs) holds, at most 60 s
-CREATE FUNCTION regress_util.wait_job(p_name text, p_cond text) RETURNS boolean
+-- wait until cond (an expression over the job's row j in customer_unify.jobs) holds, at most 60 s;
+-- a procedure that commits between looks, so that it holds no snapshot a
+-- CREATE INDEX CONCURRENTLY of the job would wait for
+CREATE PROCEDURE regress_util.wait_job(p_name text, p_cond text, INOUT ok boolean DEFAULT NULL)
     LANGUAGE plpgsql AS $$
 DECLARE
-    v boolean;
     t0 timestamptz := clock_timestamp();
 BEGIN
     LOOP
-        EXECUTE format('SELECT %s FROM customer_unify.jobs j WHERE j.name = $1', p_cond) INTO v USING p_name;
-        IF v OR clock_timestamp() > t0 + interval '60 s' THEN
-            RETURN coalesce(v, false);
-        END IF;
+        EXECUTE format('SELECT %s FROM customer_unify.jobs j WHERE j.name = $1', p_cond) INTO ok USING p_name;
+        ok := coalesce(ok, false);
+        EXIT WHEN ok OR clock_timestamp() > t0 + interval '60 s';
+        COMMIT;
         PERFORM pg_sleep(0.05);
     END LOOP;
 END
@@ -78,7 +79,7 @@ SET ROLE regress_job_owner;
 SELECT customer_unify.set_throttle('jm', throttle_query => 'SELECT flag FROM jb.hold');
 SELECT state, until, throttle_reason FROM customer_unify.jobs WHERE name = 'jm';
 SELECT customer_unify.launch('jm', batch_size => 500);
-SELECT regress_util.wait_job('jm', 'j.throttle_reason IS NOT NULL') AS held;
+CALL regress_util.wait_job('jm', 'j.throttle_reason IS NOT NULL');
 SELECT throttle_reason FROM customer_unify.jobs WHERE name = 'jm';
 SELECT state, migration_state, phase, role, pid > 0 AS has_pid, rows_done > 0 AS some_rows, rows_done < 5000 AS not_all
   FROM customer_unify.jobs WHERE name = 'jm';
@@ -88,7 +89,7 @@ SELECT regress_util.try_detail($$SELECT customer_unify.launch('jm')$$) AS launch
 SELECT regress_util.try($$SELECT customer_unify.resume('jm')$$) AS resume_running;
 SELECT customer_unify.pause('jm');
 SELECT regress_util.try($$SELECT customer_unify.pause('jm')$$) AS pause_twice;
-SELECT regress_util.wait_job('jm', $$j.state = 'paused'$$) AS after_pause;
+CALL regress_util.wait_job('jm', $$j.state = 'paused'$$);
 SELECT regress_util.try($$SELECT customer_unify.pause('jm')$$) AS pause_paused;
 SELECT regress_util.try($$SELECT customer_unify.launch('jm')$$) AS launch_paused;
 SELECT state, request, phase, pid IS NULL AS no_pid FROM customer_unify.jobs WHERE name = 'jm';
@@ -101,24 +102,43 @@ SELECT regress_util.try($$SELECT customer_unify.cancel('jm')$$) AS cancel_cancel
 
 -- 6. a hold query that fails at run time fails the job, with its SQLSTATE
 SELECT customer_unify.launch('jm', batch_size => 500);
-SELECT regress_util.wait_job('jm', 'j.throttle_reason IS NOT NULL') AS held;
+CALL regress_util.wait_job('jm', 'j.throttle_reason IS NOT NULL');
 SELECT throttle_reason FROM customer_unify.jobs WHERE name = 'jm';
 DROP TABLE jb.hold;
-SELECT regress_util.wait_job('jm', $$j.state = 'failed'$$) AS after_drop;
+CALL regress_util.wait_job('jm', $$j.state = 'failed'$$);
 SELECT state, migration_state, last_sqlstate, last_error FROM customer_unify.jobs WHERE name = 'jm';
 
 -- 7. other throttles (the hold query off), resume the failed job: it runs to until (backfilled) and stops there
 SELECT customer_unify.set_throttle('jm', nice => 0.5, chunk_ms => 100);
 SELECT customer_unify.resume('jm');
-SELECT regress_util.wait_job('jm', $$j.state IN ('finished', 'failed')$$) AS after_resume;
+CALL regress_util.wait_job('jm', $$j.state IN ('finished', 'failed')$$);
 SELECT state, migration_state, until, rows_done, last_error FROM customer_unify.jobs WHERE name = 'jm';
 SELECT count(*) FILTER (WHERE NOT ok) AS failing FROM customer_unify.verify('jm');
 SELECT (SELECT count(*) FROM jb.people_bits) AS copied, (SELECT count(DISTINCT person_id) FROM jb.people_bits) AS distinct_keys;
 SELECT regress_util.try($$SELECT customer_unify.launch('jm', until => 'backfilled')$$) AS launch_nothing_to_do;
 
--- 8. a job runs the later phases too: cutover, then finalize
+-- 8. indexes the job builds concurrently once the copy is in; a failed build leaves no invalid index
+SELECT regress_util.try($$SELECT customer_unify.add_index('jm', ARRAY['no_such'])$$) AS unknown_column;
+SELECT regress_util.try($$SELECT customer_unify.add_index('jm', '{}')$$) AS no_columns;
+SELECT regress_util.try($$SELECT customer_unify.add_index('jm', ARRAY['nick'], relation_tag => 'source')$$) AS not_created;
+SELECT regress_util.try($$SELECT customer_unify.add_index('jm', ARRAY['nick'], index_name => 'people_bits')$$) AS name_taken;
+SELECT customer_unify.add_index('jm', ARRAY['nick'], is_unique => true);
+SELECT customer_unify.add_index('jm', ARRAY['nick', 'person_id'], index_name => 'bits by "nick"');
+-- two people with the same nick: the unique build fails
+UPDATE jb.people SET nick = 'same' WHERE id IN (1, 2);
 SELECT customer_unify.launch('jm', until => 'cut_over');
-SELECT regress_util.wait_job('jm', $$j.state IN ('finished', 'failed')$$) AS to_cut_over;
+CALL regress_util.wait_job('jm', $$j.state IN ('finished', 'failed')$$);
+SELECT state, migration_state, last_sqlstate, last_error FROM customer_unify.jobs WHERE name = 'jm';
+SELECT x.index_name, x.state, x.last_error IS NOT NULL AS has_error FROM customer_unify.job_index x ORDER BY 1;
+SELECT c.relname, i.indisvalid, i.indisunique FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+ WHERE i.indrelid = 'jb.people_bits'::regclass ORDER BY 1;
+-- fixed: resume builds it and goes on to cut over
+UPDATE jb.people SET nick = 'nick' || id WHERE id IN (1, 2);
+SELECT customer_unify.resume('jm');
+CALL regress_util.wait_job('jm', $$j.state IN ('finished', 'failed')$$);
+SELECT x.index_name, x.state, x.built_at IS NOT NULL AS built FROM customer_unify.job_index x ORDER BY 1;
+SELECT c.relname, i.indisvalid, i.indisunique, pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+ WHERE i.indrelid = 'jb.people_bits'::regclass ORDER BY 1;
 SELECT state, migration_state, last_error FROM customer_unify.jobs WHERE name = 'jm';
 SELECT customer_unify.rollback('jm');
 SELECT regress_util.try($$SELECT customer_unify.launch('jm', until => 'finalized')$$) AS launch_rolled_back;
@@ -129,11 +149,11 @@ SELECT customer_unify.split('jw', 'jb.people', 'people_bits2', ARRAY['nick'], 'p
 SELECT customer_unify.set_throttle('jw', window_start => (now() + interval '6 hours')::time,
                                    window_end => (now() + interval '6 hours 1 minute')::time);
 SELECT customer_unify.launch('jw', batch_size => 1000);
-SELECT regress_util.wait_job('jw', 'j.throttle_reason IS NOT NULL') AS held;
+CALL regress_util.wait_job('jw', 'j.throttle_reason IS NOT NULL');
 SELECT throttle_reason FROM customer_unify.jobs WHERE name = 'jw';
 SELECT customer_unify.cancel('jw');
 SELECT regress_util.try($$SELECT customer_unify.pause('jw')$$) AS pause_cancelling;
-SELECT regress_util.wait_job('jw', $$j.state = 'cancelled'$$) AS after_cancel;
+CALL regress_util.wait_job('jw', $$j.state = 'cancelled'$$);
 SELECT state, migration_state, request, pid IS NULL AS no_pid, throttled_ms > 0 AS throttled FROM customer_unify.jobs WHERE name = 'jw';
 SELECT customer_unify.rollback('jw');
 
@@ -159,7 +179,7 @@ SELECT p.oid::regprocedure AS function, p.proconfig
  ORDER BY p.proname;
 
 DROP SCHEMA jb CASCADE;
-DROP FUNCTION regress_util.wait_job(text, text);
+DROP PROCEDURE regress_util.wait_job(text, text, boolean);
 DO $$ BEGIN
     EXECUTE format('REVOKE CREATE ON DATABASE %I FROM regress_job_owner, regress_job_nologin', current_database());
 END $$;

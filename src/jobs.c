@@ -44,6 +44,7 @@
 #include "access/xact.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_database.h"
+#include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "fmgr.h"
@@ -60,7 +61,11 @@
 #include "tcop/tcopprot.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "mb/pg_wchar.h"
 #include "utils/memutils.h"
 #include "utils/portal.h"
 #include "utils/snapmgr.h"
@@ -369,6 +374,10 @@ job_start(int64 id, JobRow *j, bool resume)
 						 "launched_at = pg_catalog.clock_timestamp()%s",
 						 resume ? "" : ", started_at = NULL, throttled_ms = 0, throttle_reason = NULL"),
 			2, types, values, NULL);
+	if (resume)
+		cu_catalog_exec("UPDATE customer_unify.job_index x SET state = 'planned', last_error = NULL "
+						"WHERE x.migration_id OPERATOR(pg_catalog.=) $1 AND x.state OPERATOR(pg_catalog.=) 'failed'",
+						1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(id)}, NULL, SPI_OK_UPDATE);
 	pid = job_start_worker(id, j->name, gen, j->owner);
 	job_set(id, "pid = COALESCE(j.pid, $2)", 1, (Oid[]) {INT4OID}, (Datum[]) {Int32GetDatum(pid)}, NULL);
 }
@@ -664,10 +673,12 @@ job_set_text_own(const char *assignments, const char *value)
 /*
  * Run sql as a client's top-level statement (in a portal, as
  * exec_simple_query does), with typed parameters: a CALL of a procedure
- * that commits, which SPI could only run atomically.
+ * that commits, which SPI could only run atomically, or a CREATE INDEX
+ * CONCURRENTLY, which commits on its own and may run in no transaction
+ * block.
  */
 static void
-job_exec_toplevel(const char *sql, int nargs, Oid *types, Datum *values, MemoryContext cxt)
+job_exec_toplevel(const char *sql, CommandTag tag, int nargs, Oid *types, Datum *values, MemoryContext cxt)
 {
 	MemoryContext old;
 	List	   *raw;
@@ -709,7 +720,7 @@ job_exec_toplevel(const char *sql, int nargs, Oid *types, Datum *values, MemoryC
 
 	portal = CreatePortal("customer_unify job", true, true);
 	portal->visible = false;
-	PortalDefineQuery(portal, NULL, sql, CMDTAG_CALL, plans, NULL);
+	PortalDefineQuery(portal, NULL, sql, tag, plans, NULL);
 	PortalStart(portal, params, 0, InvalidSnapshot);
 	PortalSetResultFormat(portal, 1, &format);
 	dest = CreateDestReceiver(DestNone);
@@ -862,7 +873,7 @@ job_run_phase(JobRow *j, MemoryContext cxt)
 
 		cu_batch_hook = job_between_batches;
 		job_exec_toplevel("CALL customer_unify.backfill($1, batch_size => $2, lock_timeout_ms => $3)",
-						  3, types, values, cxt);
+						  CMDTAG_CALL, 3, types, values, cxt);
 		cu_batch_hook = NULL;
 	}
 	else if (strcmp(state, "backfilled") == 0)
@@ -885,6 +896,217 @@ job_run_phase(JobRow *j, MemoryContext cxt)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("the job of migration \"%s\" stopped: the migration is %s", j->name, state)));
+}
+
+/* ------------------------------------------------------ concurrent indexes */
+
+/* The live relation a migration created, by tag (InvalidOid if none). */
+static Oid
+job_created_relation(int64 id, const char *tag)
+{
+	Oid			types[2] = {INT8OID, TEXTOID};
+	Datum		values[2] = {Int64GetDatum(id), CStringGetTextDatum(tag)};
+	bool		isnull;
+
+	if (SPI_execute_with_args("SELECT r.relid::pg_catalog.oid FROM customer_unify.migration_relation r "
+							  "JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) r.relid "
+							  "WHERE r.migration_id OPERATOR(pg_catalog.=) $1 AND r.tag OPERATOR(pg_catalog.=) $2 "
+							  "AND r.created AND r.live AND c.relkind OPERATOR(pg_catalog.=) 'r'",
+							  2, types, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		return InvalidOid;
+	return DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+PG_FUNCTION_INFO_V1(cu_job_add_index);
+
+/*
+ * customer_unify.add_index(name, columns, is_unique, relation_tag,
+ * index_name) -> index name: an index the job builds with CREATE [UNIQUE]
+ * INDEX CONCURRENTLY on a table the migration created, once the copy is in
+ * (before verify), so that the backfill does not maintain it and the
+ * build blocks no writer.
+ */
+Datum
+cu_job_add_index(PG_FUNCTION_ARGS)
+{
+	JobRow		j;
+	int64		id;
+	ArrayType  *cols;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			ncols,
+				i;
+	const char *tag = PG_ARGISNULL(3) ? "target" : text_to_cstring(PG_GETARG_TEXT_PP(3));
+	bool		is_unique = !PG_ARGISNULL(2) && PG_GETARG_BOOL(2);
+	Oid			relid;
+	Relation	rel;
+	StringInfoData name;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the columns of the index must not be null")));
+	cols = PG_GETARG_ARRAYTYPE_P(1);
+	deconstruct_array(cols, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &ncols);
+	if (ncols == 0 || ARR_NDIM(cols) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("an index needs at least one column"),
+				 errhint("columns => ARRAY['email']")));
+	id = job_control_begin(fcinfo, "add an index to the job of", &j);
+	relid = job_created_relation(id, tag);
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("migration \"%s\" has no live table \"%s\" that it created", j.name, tag),
+				 errdetail("A job builds indexes only on the tables its migration created (start makes them), which rollback drops."),
+				 errhint("Start the migration first; the tag of a split's new table is 'target'.")));
+	rel = table_open(relid, AccessShareLock);
+	initStringInfo(&name);
+	appendStringInfoString(&name, RelationGetRelationName(rel));
+	for (i = 0; i < ncols; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("a column of the index must not be null")));
+		(void) cu_attnum_or_error(rel, TextDatumGetCString(elems[i]));
+		appendStringInfo(&name, "_%s", TextDatumGetCString(elems[i]));
+	}
+	appendStringInfoString(&name, "_idx");
+	if (!PG_ARGISNULL(4))
+	{
+		resetStringInfo(&name);
+		appendStringInfoString(&name, text_to_cstring(PG_GETARG_TEXT_PP(4)));
+	}
+	name.data[pg_mbcliplen(name.data, name.len, NAMEDATALEN - 1)] = '\0';
+	if (OidIsValid(get_relname_relid(name.data, RelationGetNamespace(rel))))
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_TABLE),
+				 errmsg("relation \"%s\" already exists in schema \"%s\"", name.data,
+						get_namespace_name(RelationGetNamespace(rel))),
+				 errhint("Give the index another name: index_name => ...")));
+	table_close(rel, AccessShareLock);
+	cu_catalog_exec("INSERT INTO customer_unify.job_index AS x (migration_id, index_name, relation_tag, columns, is_unique) "
+					"VALUES ($1, $2, $3, $4::pg_catalog.name[], $5) ON CONFLICT (migration_id, index_name) DO UPDATE "
+					"SET relation_tag = EXCLUDED.relation_tag, columns = EXCLUDED.columns, is_unique = EXCLUDED.is_unique, "
+					"state = 'planned', last_error = NULL, built_at = NULL",
+					5, (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTARRAYOID, BOOLOID},
+					(Datum[]) {Int64GetDatum(id), CStringGetTextDatum(name.data), CStringGetTextDatum(tag),
+					PointerGetDatum(cols), BoolGetDatum(is_unique)}, NULL, SPI_OK_INSERT);
+	return job_control_end(name.data);
+}
+
+/* DROP INDEX CONCURRENTLY of an index a failed build left INVALID, if there is one */
+static void
+job_drop_invalid_index(Oid nsp, const char *name, MemoryContext cxt)
+{
+	Oid			indexid;
+	HeapTuple	tup;
+	char	   *qualified = NULL;
+
+	StartTransactionCommand();
+	indexid = get_relname_relid(name, nsp);
+	tup = OidIsValid(indexid) ? SearchSysCache1(INDEXRELID, ObjectIdGetDatum(indexid)) : NULL;
+	if (HeapTupleIsValid(tup))
+	{
+		if (!((Form_pg_index) GETSTRUCT(tup))->indisvalid)
+			qualified = MemoryContextStrdup(cxt, quote_qualified_identifier(get_namespace_name(nsp), name));
+		ReleaseSysCache(tup);
+	}
+	CommitTransactionCommand();
+	if (qualified != NULL)
+		job_exec_toplevel(psprintf("DROP INDEX CONCURRENTLY IF EXISTS %s", qualified),
+						  CMDTAG_DROP_INDEX, 0, NULL, NULL, cxt);
+}
+
+/*
+ * Build the job's next planned index (CREATE [UNIQUE] INDEX CONCURRENTLY, a
+ * top-level statement of the worker, as the owner); false when none is
+ * left.  A build that fails leaves an INVALID index behind: it is dropped
+ * (DROP INDEX CONCURRENTLY), the row marked failed, and the job fails with
+ * the build's error; resume() tries again.  CREATE INDEX CONCURRENTLY waits
+ * for every transaction older than its build to end, the launcher's too.
+ */
+static bool
+job_build_next_index(JobRow *j, MemoryContext cxt)
+{
+	char	   *index_name = NULL;
+	char	   *sql = NULL;
+	Oid			nsp = InvalidOid;
+	MemoryContext old;
+	volatile bool failed = false;
+	ErrorData  *edata = NULL;
+
+	job_xact_begin();
+	if (SPI_execute_with_args("SELECT x.index_name::pg_catalog.text, x.relation_tag, x.is_unique, "
+							  "pg_catalog.array_to_string(ARRAY(SELECT pg_catalog.quote_ident(c) FROM pg_catalog.unnest(x.columns) c), ', ') "
+							  "FROM customer_unify.job_index x WHERE x.migration_id OPERATOR(pg_catalog.=) $1 "
+							  "AND x.state OPERATOR(pg_catalog.=) 'planned' ORDER BY x.index_name LIMIT 1",
+							  1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(job_args.migration_id)}, NULL, true, 1)
+		== SPI_OK_SELECT && SPI_processed == 1)
+	{
+		char	   *tag = job_getstr(2);
+		bool		is_unique = job_streq(job_getstr(3), "t");
+		char	   *cols = job_getstr(4);
+		Oid			relid;
+
+		/* not in cxt: job_exec_toplevel resets it */
+		index_name = MemoryContextStrdup(TopMemoryContext, job_getstr(1));
+		relid = job_created_relation(job_args.migration_id, tag);
+		if (!OidIsValid(relid))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_TABLE),
+					 errmsg("the table \"%s\" of migration \"%s\" for index \"%s\" is gone", tag, j->name, index_name)));
+		nsp = get_rel_namespace(relid);
+		old = MemoryContextSwitchTo(TopMemoryContext);
+		sql = psprintf("CREATE %sINDEX CONCURRENTLY %s ON %s (%s)", is_unique ? "UNIQUE " : "",
+					   quote_identifier(index_name), cu_relation_qualified_name(relid), cols);
+		MemoryContextSwitchTo(old);
+		job_set_text(job_args.migration_id, "phase = $2", psprintf("index %s", index_name));
+	}
+	job_xact_end();
+	if (sql == NULL)
+		return false;
+
+	PG_TRY();
+	{
+		job_exec_toplevel(sql, CMDTAG_CREATE_INDEX, 0, NULL, NULL, cxt);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(TopMemoryContext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		PortalErrorCleanup();
+		failed = true;
+	}
+	PG_END_TRY();
+
+	job_xact_begin();
+	cu_catalog_exec(failed
+					? "UPDATE customer_unify.job_index x SET state = 'failed', last_error = $3 "
+					"WHERE x.migration_id OPERATOR(pg_catalog.=) $1 AND x.index_name OPERATOR(pg_catalog.=) $2"
+					: "UPDATE customer_unify.job_index x SET state = 'built', built_at = pg_catalog.clock_timestamp() "
+					"WHERE x.migration_id OPERATOR(pg_catalog.=) $1 AND x.index_name OPERATOR(pg_catalog.=) $2 AND $3 IS NULL",
+					3, (Oid[]) {INT8OID, TEXTOID, TEXTOID},
+					(Datum[]) {Int64GetDatum(job_args.migration_id), CStringGetTextDatum(index_name),
+					failed ? CStringGetTextDatum(edata->message) : (Datum) 0},
+					failed ? "   " : "  n", SPI_OK_UPDATE);
+	job_xact_end();
+	if (failed)
+	{
+		job_drop_invalid_index(nsp, index_name, cxt);
+		ereport(ERROR,
+				(errcode(edata->sqlerrcode),
+				 errmsg("building index \"%s\" of migration \"%s\" failed: %s", index_name, j->name, edata->message),
+				 errdetail("The INVALID index the failed CREATE INDEX CONCURRENTLY left was dropped."),
+				 errhint("Fix the cause, then SELECT customer_unify.resume(%s);", quote_literal_cstr(j->name))));
+	}
+	pfree(sql);
+	pfree(index_name);
+	return true;
 }
 
 /* Wait until the launching transaction committed our generation; false if it never will. */
@@ -954,6 +1176,9 @@ cu_job_main(Datum main_arg)
 				job_set_text_own("state = 'paused', request = NULL, phase = NULL, pid = NULL, last_error = $2", NULL);
 				break;
 			}
+			if (job_state_index(j.migration_state) >= job_state_index("backfilled") &&
+				job_build_next_index(&j, stmtcxt))
+				continue;
 			if (job_state_index(j.migration_state) >= job_state_index(j.until))
 			{
 				job_set_text_own("state = 'finished', phase = NULL, pid = NULL, finished_at = pg_catalog.clock_timestamp(), "

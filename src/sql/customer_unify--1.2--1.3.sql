@@ -50,6 +50,25 @@ COMMENT ON TABLE customer_unify.job IS
 SELECT pg_catalog.pg_extension_config_dump('customer_unify.job', '');
 REVOKE ALL ON customer_unify.job FROM PUBLIC;
 GRANT SELECT ON customer_unify.job TO PUBLIC;
+
+-- Indexes a job builds with CREATE [UNIQUE] INDEX CONCURRENTLY on a table its
+-- migration created, once the copy is in (add_index); written by src/jobs.c.
+CREATE TABLE customer_unify.job_index (
+    migration_id bigint NOT NULL REFERENCES customer_unify.migration (id) ON DELETE CASCADE,
+    index_name   name NOT NULL,
+    relation_tag text NOT NULL,
+    columns      name[] NOT NULL,
+    is_unique    boolean NOT NULL DEFAULT false,
+    state        text NOT NULL DEFAULT 'planned' CHECK (state IN ('planned', 'built', 'failed')),
+    last_error   text,
+    built_at     timestamptz,
+    PRIMARY KEY (migration_id, index_name)
+);
+COMMENT ON TABLE customer_unify.job_index IS
+    'Indexes a migration''s job builds concurrently on the tables the migration created, after the backfill: planned, built or failed (the invalid index dropped).';
+SELECT pg_catalog.pg_extension_config_dump('customer_unify.job_index', '');
+REVOKE ALL ON customer_unify.job_index FROM PUBLIC;
+GRANT SELECT ON customer_unify.job_index TO PUBLIC;
 -------------------------------------------------------------------------------
 -- engine.sql: the engine's C entry points and its SQL helpers.
 --
@@ -3973,6 +3992,15 @@ CREATE OR REPLACE FUNCTION customer_unify.set_throttle(name text, nice double pr
     AS 'MODULE_PATHNAME', 'cu_job_set_throttle';
 COMMENT ON FUNCTION customer_unify.set_throttle(text, double precision, integer, bigint, time, time, text) IS
     'Throttles the migration''s job from its next batch: sleep nice x batch time, batches of about chunk_ms, hold while replication lags more than max_lag_bytes, outside window_start .. window_end, or while throttle_query returns true. NULL turns one off.';
+
+CREATE OR REPLACE FUNCTION customer_unify.add_index(name text, columns text[], is_unique boolean DEFAULT false,
+                                                    relation_tag text DEFAULT 'target',
+                                                    index_name text DEFAULT NULL) RETURNS text
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'cu_job_add_index';
+COMMENT ON FUNCTION customer_unify.add_index(text, text[], boolean, text, text) IS
+    'Plans an index the migration''s job builds with CREATE [UNIQUE] INDEX CONCURRENTLY on a table the migration created, once the copy is in; returns its name.';
 
 CREATE OR REPLACE VIEW customer_unify.jobs WITH (security_invoker = true) AS
 SELECT m.name,

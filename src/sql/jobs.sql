@@ -55,6 +55,15 @@ CREATE OR REPLACE FUNCTION customer_unify.set_throttle(name text, nice double pr
 COMMENT ON FUNCTION customer_unify.set_throttle(text, double precision, integer, bigint, time, time, text) IS
     'Throttles the migration''s job from its next batch: sleep nice x batch time, batches of about chunk_ms, hold while replication lags more than max_lag_bytes, outside window_start .. window_end, or while throttle_query returns true. NULL turns one off.';
 
+CREATE OR REPLACE FUNCTION customer_unify.add_index(name text, columns text[], is_unique boolean DEFAULT false,
+                                                    relation_tag text DEFAULT 'target',
+                                                    index_name text DEFAULT NULL) RETURNS text
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'cu_job_add_index';
+COMMENT ON FUNCTION customer_unify.add_index(text, text[], boolean, text, text) IS
+    'Plans an index the migration''s job builds with CREATE [UNIQUE] INDEX CONCURRENTLY on a table the migration created, once the copy is in; returns its name.';
+
 CREATE OR REPLACE VIEW customer_unify.jobs WITH (security_invoker = true) AS
 SELECT m.name,
        m.kind,

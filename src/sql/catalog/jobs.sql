@@ -38,3 +38,22 @@ COMMENT ON TABLE customer_unify.job IS
 SELECT pg_catalog.pg_extension_config_dump('customer_unify.job', '');
 REVOKE ALL ON customer_unify.job FROM PUBLIC;
 GRANT SELECT ON customer_unify.job TO PUBLIC;
+
+-- Indexes a job builds with CREATE [UNIQUE] INDEX CONCURRENTLY on a table its
+-- migration created, once the copy is in (add_index); written by src/jobs.c.
+CREATE TABLE customer_unify.job_index (
+    migration_id bigint NOT NULL REFERENCES customer_unify.migration (id) ON DELETE CASCADE,
+    index_name   name NOT NULL,
+    relation_tag text NOT NULL,
+    columns      name[] NOT NULL,
+    is_unique    boolean NOT NULL DEFAULT false,
+    state        text NOT NULL DEFAULT 'planned' CHECK (state IN ('planned', 'built', 'failed')),
+    last_error   text,
+    built_at     timestamptz,
+    PRIMARY KEY (migration_id, index_name)
+);
+COMMENT ON TABLE customer_unify.job_index IS
+    'Indexes a migration''s job builds concurrently on the tables the migration created, after the backfill: planned, built or failed (the invalid index dropped).';
+SELECT pg_catalog.pg_extension_config_dump('customer_unify.job_index', '');
+REVOKE ALL ON customer_unify.job_index FROM PUBLIC;
+GRANT SELECT ON customer_unify.job_index TO PUBLIC;
