@@ -69,6 +69,7 @@ SELECT regress_util.try($$SELECT customer_unify.pause('jm')$$) AS other_pause;
 SELECT regress_util.try($$SELECT customer_unify.resume('jm')$$) AS other_resume;
 SELECT regress_util.try($$SELECT customer_unify.cancel('jm')$$) AS other_cancel;
 SELECT regress_util.try($$SELECT customer_unify.set_throttle('jm', nice => 1)$$) AS other_throttle;
+SELECT regress_util.try($$SELECT customer_unify.add_index('jm', ARRAY['nick'])$$) AS other_add_index;
 -- and may not write the catalog behind the API
 SELECT regress_util.try($$UPDATE customer_unify.job SET request = 'cancel'$$) AS other_writes_job;
 SELECT regress_util.try($$INSERT INTO customer_unify.job (migration_id) VALUES (1)$$) AS other_inserts_job;
