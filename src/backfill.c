@@ -66,6 +66,9 @@
 #define BACKFILL_NOTICE_INTERVAL_MS	5000
 #define BACKFILL_LOCK_CLASS			0x43550001	/* advisory lock space: "CU", backfill */
 
+/* Set by a background job's worker (jobs.c): called between batches. */
+cu_batch_hook_type cu_batch_hook = NULL;
+
 typedef enum CopyVariant
 {
 	COPY_PLAIN,
@@ -948,6 +951,9 @@ backfill_stream(CopyJob *job, BackfillArgs *args, MemoryContext jobcxt, int64 *b
 				scanned;
 	TimestampTz run_start = GetCurrentTimestamp();
 	TimestampTz last_notice = run_start;
+	TimestampTz batch_start,
+				batch_end;
+	bool		stop = false;
 
 	if (job->legacy)
 		backfill_load_legacy(job, jobcxt, &pos, &haspos, &end, &hasend, &rows_done, &rows_total);
@@ -1004,10 +1010,12 @@ backfill_stream(CopyJob *job, BackfillArgs *args, MemoryContext jobcxt, int64 *b
 	batchcxt = AllocSetContextCreate(jobcxt, "customer_unify backfill batch", ALLOCSET_DEFAULT_SIZES);
 	complete = !hasend || (haspos && backfill_keys_equal(job, pos, end));
 
-	while (!complete && (args->max_batches < 0 || *batches < args->max_batches))
+	while (!complete && !stop && (args->max_batches < 0 || *batches < args->max_batches))
 	{
 		BackfillBatch batch = {0};
 		int			attempt = 0;
+
+		batch_start = GetCurrentTimestamp();
 
 		batch.job = job;
 		batch.args = args;
@@ -1055,6 +1063,7 @@ backfill_stream(CopyJob *job, BackfillArgs *args, MemoryContext jobcxt, int64 *b
 		scanned = batch.scanned;
 
 		SPI_commit();
+		batch_end = GetCurrentTimestamp();
 		backfill_local_settings(args->lock_timeout_ms);
 
 		/* hi lives in batchcxt: keep the checkpoint in the job's context */
@@ -1087,6 +1096,16 @@ backfill_stream(CopyJob *job, BackfillArgs *args, MemoryContext jobcxt, int64 *b
 		}
 		if (!complete && args->sleep_ms > 0)
 			cu_sleep_ms(args->sleep_ms);
+		if (!complete && cu_batch_hook != NULL)
+		{
+			/* a background job's pause, cancel and throttling (jobs.c) */
+			long		secs;
+			int			usecs;
+
+			TimestampDifference(batch_start, batch_end, &secs, &usecs);
+			stop = !cu_batch_hook(job->migration_id, secs * 1000.0 + usecs / 1000.0, &args->batch_size);
+			backfill_local_settings(args->lock_timeout_ms);
+		}
 		CHECK_FOR_INTERRUPTS();
 	}
 	MemoryContextDelete(batchcxt);

@@ -63,6 +63,7 @@ _PG_init(void)
 	cu_guard_init();
 	cu_plan_cache_init();
 	cu_mirror_init();
+	cu_jobs_init();
 }
 
 /* "schema"."table" of a relation, from the catalog. */

@@ -15,6 +15,7 @@
  *	  normalize.c     normalizers (e-mail, phone, names) and their versions;
  *	                  phone.cpp (C++, libphonenumber) is reached through phone.h
  *	  merge_sync.c    the merge's capture trigger, crosswalk writers, decisions
+ *	  jobs.c          background jobs: launch / pause / resume / cancel, the worker, throttling
  *-------------------------------------------------------------------------
  */
 #ifndef CUSTOMER_UNIFY_H
@@ -165,6 +166,16 @@ extern void cu_catalog_exec(const char *sql, int nargs, Oid *types, Datum *value
 							const char *nulls, int expected);
 extern Oid	cu_relation_by_tag(int64 migration_id, const char *tag, bool missing_ok);
 
+/* --------------------------------------------------------------- backfill.c */
+/*
+ * Called between two batches of a backfill, after the batch committed, with
+ * the batch's time; may change the batch size of the next batches; returns
+ * false to stop the backfill there (it resumes from its checkpoint).  Set
+ * only in a background job's worker (jobs.c); the foreground CALL has none.
+ */
+typedef bool (*cu_batch_hook_type) (int64 migration_id, double batch_ms, int32 *batch_size);
+extern cu_batch_hook_type cu_batch_hook;
+
 /* ----------------------------------------------------------------- engine.c */
 extern void cu_run_phase_internal(int64 migration_id, const char *phase, Jsonb *options);
 extern int64 cu_migration_id_by_name(const char *name);
@@ -201,5 +212,6 @@ extern int	cu_backoff_ms(int attempt, int cap_ms);
 /* module init hooks */
 extern void cu_guard_init(void);
 extern void cu_mirror_init(void);
+extern void cu_jobs_init(void);	/* jobs.c: the static launcher (shared_preload_libraries) */
 
 #endif							/* CUSTOMER_UNIFY_H */

@@ -11,6 +11,65 @@
  */
 \echo Use "ALTER EXTENSION customer_unify UPDATE TO '1.3'" to load this file. \quit
 -------------------------------------------------------------------------------
+-- catalog/jobs.sql: background jobs (1.3; fresh install and update alike).
+-- One row per migration that has or had a job: what its worker is asked to
+-- do, what it does, its throttling, and how it ended.  Written only by the
+-- C functions of src/jobs.c, as the extension's owner; read by all.
+-------------------------------------------------------------------------------
+CREATE TABLE customer_unify.job (
+    migration_id    bigint PRIMARY KEY REFERENCES customer_unify.migration (id) ON DELETE CASCADE,
+    state           text NOT NULL DEFAULT 'idle'
+                    CHECK (state IN ('idle', 'starting', 'running', 'paused', 'cancelled', 'finished', 'failed')),
+    request         text CHECK (request IN ('pause', 'cancel')),
+    until           text NOT NULL DEFAULT 'backfilled'
+                    CHECK (until IN ('started', 'backfilled', 'verified', 'cut_over', 'finalized')),
+    batch_size      integer NOT NULL DEFAULT 10000 CHECK (batch_size > 0),
+    lock_timeout_ms integer NOT NULL DEFAULT 2000 CHECK (lock_timeout_ms > 0),
+    generation      integer NOT NULL DEFAULT 0,
+    role            name,
+    pid             integer,
+    phase           text,
+    launched_at     timestamptz,
+    started_at      timestamptz,
+    updated_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at     timestamptz,
+    last_error      text,
+    last_sqlstate   text,
+    nice            double precision CHECK (nice >= 0),
+    chunk_ms        integer CHECK (chunk_ms > 0),
+    max_lag_bytes   bigint CHECK (max_lag_bytes > 0),
+    window_start    time,
+    window_end      time,
+    throttle_query  text,
+    throttled_ms    bigint NOT NULL DEFAULT 0,
+    throttle_reason text,
+    CHECK ((window_start IS NULL) = (window_end IS NULL))
+);
+COMMENT ON TABLE customer_unify.job IS
+    'Background job of a migration (launch, pause, resume, cancel, set_throttle): its worker''s state, request, throttling and last error.';
+SELECT pg_catalog.pg_extension_config_dump('customer_unify.job', '');
+REVOKE ALL ON customer_unify.job FROM PUBLIC;
+GRANT SELECT ON customer_unify.job TO PUBLIC;
+
+-- Indexes a job builds with CREATE [UNIQUE] INDEX CONCURRENTLY on a table its
+-- migration created, once the copy is in (add_index); written by src/jobs.c.
+CREATE TABLE customer_unify.job_index (
+    migration_id bigint NOT NULL REFERENCES customer_unify.migration (id) ON DELETE CASCADE,
+    index_name   name NOT NULL,
+    relation_tag text NOT NULL,
+    columns      name[] NOT NULL,
+    is_unique    boolean NOT NULL DEFAULT false,
+    state        text NOT NULL DEFAULT 'planned' CHECK (state IN ('planned', 'built', 'failed')),
+    last_error   text,
+    built_at     timestamptz,
+    PRIMARY KEY (migration_id, index_name)
+);
+COMMENT ON TABLE customer_unify.job_index IS
+    'Indexes a migration''s job builds concurrently on the tables the migration created, after the backfill: planned, built or failed (the invalid index dropped).';
+SELECT pg_catalog.pg_extension_config_dump('customer_unify.job_index', '');
+REVOKE ALL ON customer_unify.job_index FROM PUBLIC;
+GRANT SELECT ON customer_unify.job_index TO PUBLIC;
+-------------------------------------------------------------------------------
 -- engine.sql: the engine's C entry points and its SQL helpers.
 --
 -- search_path: every SQL and PL/pgSQL function pins it.  The exceptions:
@@ -848,6 +907,7 @@ BEGIN
          WHERE x.migration_id = m.id AND x.live AND x.role <> 'view'
            AND t.tgname::text LIKE 'customer\_unify\_' || m.id || '\_%'
            AND t.tgenabled <> 'A'
+         ORDER BY t.tgrelid::regclass::text, t.tgname
     LOOP
         PERFORM customer_unify._guard_refuse(m, format('cannot disable trigger %I on %s', r.tgname, r.rel),
                                              'Writes would stop being mirrored and the shapes would drift apart.');
@@ -4246,6 +4306,99 @@ END
 $$;
 COMMENT ON PROCEDURE customer_unify.run(text, integer, integer, boolean) IS
     'Runs start, backfill, verify and cutover in one call (finalize => true also finalizes); resumes where it stopped.';
+-------------------------------------------------------------------------------
+-- jobs.sql: background jobs (src/jobs.c).  A job runs a migration's phases
+-- in a background worker, as the migration's owner, from its state up to
+-- `until`; it stops between two batches (or phases) when paused or
+-- cancelled, and resume() continues it from the engine's checkpoint, also
+-- after the worker was killed or the server restarted.  Each control
+-- function checks that the caller may act for the migration (42501).
+-------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION customer_unify._job_alive(migration bigint) RETURNS boolean
+    LANGUAGE c VOLATILE STRICT
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'cu_job_alive';
+COMMENT ON FUNCTION customer_unify._job_alive(bigint) IS
+    'Does a worker of the migration''s job live (it holds the job''s advisory lock)?';
+
+CREATE OR REPLACE FUNCTION customer_unify.launch(name text, until text DEFAULT 'backfilled',
+                                                 batch_size integer DEFAULT 10000,
+                                                 lock_timeout_ms integer DEFAULT 2000) RETURNS text
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'cu_job_launch';
+COMMENT ON FUNCTION customer_unify.launch(text, text, integer, integer) IS
+    'Runs the migration''s phases (start, backfill, verify, cutover, finalize) up to until in a background worker, as the migration''s owner; returns at once.';
+
+CREATE OR REPLACE FUNCTION customer_unify.pause(name text) RETURNS text
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'cu_job_pause';
+COMMENT ON FUNCTION customer_unify.pause(text) IS
+    'Asks the migration''s running job to stop after its current batch or phase; resume() continues it.';
+
+CREATE OR REPLACE FUNCTION customer_unify.resume(name text) RETURNS text
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'cu_job_resume';
+COMMENT ON FUNCTION customer_unify.resume(text) IS
+    'Continues a paused, interrupted (worker killed, server restarted) or failed job from the engine''s checkpoint.';
+
+CREATE OR REPLACE FUNCTION customer_unify.cancel(name text) RETURNS text
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'cu_job_cancel';
+COMMENT ON FUNCTION customer_unify.cancel(text) IS
+    'Stops the migration''s job for good after its current batch; the migration keeps its state and checkpoint.';
+
+CREATE OR REPLACE FUNCTION customer_unify.set_throttle(name text, nice double precision DEFAULT NULL,
+                                                       chunk_ms integer DEFAULT NULL,
+                                                       max_lag_bytes bigint DEFAULT NULL,
+                                                       window_start time DEFAULT NULL,
+                                                       window_end time DEFAULT NULL,
+                                                       throttle_query text DEFAULT NULL) RETURNS void
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'cu_job_set_throttle';
+COMMENT ON FUNCTION customer_unify.set_throttle(text, double precision, integer, bigint, time, time, text) IS
+    'Throttles the migration''s job from its next batch: sleep nice x batch time, batches of about chunk_ms, hold while replication lags more than max_lag_bytes, outside window_start .. window_end, or while throttle_query returns true. NULL turns one off.';
+
+CREATE OR REPLACE FUNCTION customer_unify.add_index(name text, columns text[], is_unique boolean DEFAULT false,
+                                                    relation_tag text DEFAULT 'target',
+                                                    index_name text DEFAULT NULL) RETURNS text
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'cu_job_add_index';
+COMMENT ON FUNCTION customer_unify.add_index(text, text[], boolean, text, text) IS
+    'Plans an index the migration''s job builds with CREATE [UNIQUE] INDEX CONCURRENTLY on a table the migration created, once the copy is in; returns its name.';
+
+CREATE OR REPLACE VIEW customer_unify.jobs WITH (security_invoker = true) AS
+SELECT m.name,
+       m.kind,
+       m.state AS migration_state,
+       CASE WHEN j.state IN ('starting', 'running') AND NOT customer_unify._job_alive(j.migration_id)
+            THEN 'interrupted' ELSE j.state END AS state,
+       j.request,
+       j.until,
+       j.phase,
+       j.role,
+       j.pid,
+       (SELECT sum(b.rows_done)::bigint FROM customer_unify.backfill_state b WHERE b.migration_id = m.id) AS rows_done,
+       (SELECT sum(b.rows_total)::bigint FROM customer_unify.backfill_state b WHERE b.migration_id = m.id) AS rows_total,
+       j.batch_size,
+       j.throttled_ms,
+       j.throttle_reason,
+       j.launched_at,
+       j.started_at,
+       j.updated_at,
+       j.finished_at,
+       j.last_sqlstate,
+       j.last_error
+  FROM customer_unify.job j
+  JOIN customer_unify.migration m ON m.id = j.migration_id;
+COMMENT ON VIEW customer_unify.jobs IS
+    'Background jobs: state (interrupted when the worker is gone), phase, progress, throttling and last error.';
+GRANT SELECT ON customer_unify.jobs TO PUBLIC;
 -------------------------------------------------------------------------------
 -- registry.sql: the operations of this release.  Fresh install and update
 -- alike: a kind a previous release registered gets its current functions.

@@ -99,6 +99,7 @@ BEGIN
          WHERE x.migration_id = m.id AND x.live AND x.role <> 'view'
            AND t.tgname::text LIKE 'customer\_unify\_' || m.id || '\_%'
            AND t.tgenabled <> 'A'
+         ORDER BY t.tgrelid::regclass::text, t.tgname
     LOOP
         PERFORM customer_unify._guard_refuse(m, format('cannot disable trigger %I on %s', r.tgname, r.rel),
                                              'Writes would stop being mirrored and the shapes would drift apart.');

@@ -8,10 +8,13 @@
 -- crosswalk, and match_decision, the DBA's never/always decisions; both per
 -- migration (ON DELETE CASCADE), kept by pg_dump, read by all, written by
 -- the engine only.
+-- 1.3: background jobs (src/sql/catalog/jobs.sql): job, one row per
+-- migration with a job, and job_index, the indexes jobs build concurrently,
+-- written by src/jobs.c only, and the view jobs.
 -- Convention in these files: every assertion is one statement starting with
 -- "SELECT " at the start of a line; nothing else starts that way.
 BEGIN;
-SELECT plan(139);
+SELECT plan(152);
 
 CREATE FUNCTION pg_temp.err(sql text) RETURNS text LANGUAGE plpgsql AS $f$
 BEGIN
@@ -85,6 +88,9 @@ SELECT has_table('customer_unify', 'sync_map', 'table customer_unify.sync_map ex
 SELECT has_table('customer_unify', 'sync_map_column', 'table customer_unify.sync_map_column exists');
 SELECT has_table('customer_unify', 'id_map', 'table customer_unify.id_map (1.2: the id crosswalk) exists');
 SELECT has_table('customer_unify', 'match_decision', 'table customer_unify.match_decision (1.2: match decisions) exists');
+SELECT has_table('customer_unify', 'job', 'table customer_unify.job (1.3: background jobs) exists');
+SELECT has_view('customer_unify', 'jobs', 'view customer_unify.jobs (1.3: background jobs) exists');
+SELECT has_table('customer_unify', 'job_index', 'table customer_unify.job_index (1.3: indexes jobs build) exists');
 
 SELECT is(pg_temp.missing('customer_unify.migration',
           '{id,name,kind,spec,state,source,owner,created_at,updated_at}'), '{}'::name[],
@@ -119,6 +125,15 @@ SELECT is(pg_temp.missing('customer_unify.id_map',
 SELECT is(pg_temp.missing('customer_unify.match_decision',
           '{migration_id,decision,a_tag,a_key,b_tag,b_key,decided_by,decided_at}'),
           '{}'::name[], 'match_decision has all its columns');
+SELECT is(pg_temp.missing('customer_unify.job',
+          '{migration_id,state,request,until,batch_size,lock_timeout_ms,generation,role,pid,phase,launched_at,started_at,updated_at,finished_at,last_error,last_sqlstate,nice,chunk_ms,max_lag_bytes,window_start,window_end,throttle_query,throttled_ms,throttle_reason}'),
+          '{}'::name[], 'job has all its columns');
+SELECT is(pg_temp.missing('customer_unify.jobs',
+          '{name,kind,migration_state,state,request,until,phase,role,pid,rows_done,rows_total,batch_size,throttled_ms,throttle_reason,last_sqlstate,last_error}'),
+          '{}'::name[], 'jobs has all documented columns');
+SELECT is(pg_temp.missing('customer_unify.job_index',
+          '{migration_id,index_name,relation_tag,columns,is_unique,state,last_error,built_at}'),
+          '{}'::name[], 'job_index has all its columns');
 
 SELECT col_type_is('customer_unify', 'migration', 'spec', 'jsonb', 'migration.spec is jsonb');
 SELECT col_type_is('customer_unify', 'migration', 'source', 'regclass', 'migration.source is regclass');
@@ -310,6 +325,8 @@ SELECT throws_ok($$INSERT INTO customer_unify.id_map (migration_id, source_tag, 
 SELECT throws_ok($$INSERT INTO customer_unify.match_decision (migration_id, decision, a_tag, a_key, b_tag, b_key)
                    VALUES (-1, 'never', 'a', '1', 'b', '2')$$, '42501', NULL,
                  'that role may not INSERT into match_decision (42501)');
+SELECT throws_ok($$UPDATE customer_unify.job SET request = 'cancel'$$, '42501', NULL,
+                 'that role may not UPDATE job (42501): pause and cancel go through the API');
 RESET ROLE;
 SELECT is_empty($$
     SELECT c.oid::regclass::text || ' ' || e.privilege_type || ' to ' || e.grantee::regrole::text
@@ -359,6 +376,12 @@ SELECT ok((SELECT 'customer_unify.id_map'::regclass::oid = ANY (extconfig)
 SELECT ok((SELECT 'customer_unify.match_decision'::regclass::oid = ANY (extconfig)
              FROM pg_extension WHERE extname = 'customer_unify'),
           'match_decision is registered with pg_extension_config_dump');
+SELECT ok((SELECT 'customer_unify.job'::regclass::oid = ANY (extconfig)
+             FROM pg_extension WHERE extname = 'customer_unify'),
+          'job is registered with pg_extension_config_dump');
+SELECT ok((SELECT 'customer_unify.job_index'::regclass::oid = ANY (extconfig)
+             FROM pg_extension WHERE extname = 'customer_unify'),
+          'job_index is registered with pg_extension_config_dump');
 -- The registry's rows come from the extension script itself (a restore's
 -- CREATE EXTENSION makes them), so it is the one table not dumped.
 SELECT is_empty($$
@@ -506,6 +529,14 @@ SELECT throws_ok($$SELECT * FROM customer_unify.preview('no_such_migration')$$, 
                  'preview(unknown) raises 42704');
 SELECT throws_ok($$SELECT * FROM customer_unify.dependents('no_such_migration')$$, '42704', NULL,
                  'dependents(unknown) raises 42704');
+SELECT throws_ok($$SELECT customer_unify.launch('no_such_migration')$$, '42704', NULL,
+                 'launch(unknown) raises 42704');
+SELECT throws_ok($$SELECT customer_unify.pause('no_such_migration')$$, '42704', NULL,
+                 'pause(unknown) raises 42704');
+SELECT throws_ok($$SELECT customer_unify.cancel('no_such_migration')$$, '42704', NULL,
+                 'cancel(unknown) raises 42704');
+SELECT throws_ok($$SELECT customer_unify.add_index('no_such_migration', ARRAY['x'])$$, '42704', NULL,
+                 'add_index(unknown) raises 42704');
 SELECT matches(pg_temp.err($$SELECT customer_unify.start('no_such_migration')$$),
                '^42704: .*no_such_migration', 'the 42704 message names the migration');
 

@@ -1,0 +1,187 @@
+-- Background jobs (1.3): launch / pause / resume / cancel / set_throttle and
+-- their errors with SQLSTATEs.  The worker runs as the migration's owner; a
+-- test waits for a job state by polling customer_unify.jobs with a timeout
+-- (never by sleeping a fixed time and asserting).
+SET client_min_messages = warning;
+CREATE ROLE regress_job_owner LOGIN;
+CREATE ROLE regress_job_other LOGIN;
+CREATE ROLE regress_job_nologin NOLOGIN;
+DO $$ BEGIN
+    EXECUTE format('GRANT CREATE ON DATABASE %I TO regress_job_owner, regress_job_nologin', current_database());
+END $$;
+CREATE SCHEMA jb AUTHORIZATION regress_job_owner;
+GRANT USAGE ON SCHEMA jb TO regress_job_nologin, regress_job_other;
+GRANT CREATE ON SCHEMA jb TO regress_job_nologin;
+-- wait until cond (an expression over the job's row j in customer_unify.jobs) holds, at most 60 s;
+-- a procedure that commits between looks, so that it holds no snapshot a
+-- CREATE INDEX CONCURRENTLY of the job would wait for
+CREATE PROCEDURE regress_util.wait_job(p_name text, p_cond text, INOUT ok boolean DEFAULT NULL)
+    LANGUAGE plpgsql AS $$
+DECLARE
+    t0 timestamptz := clock_timestamp();
+BEGIN
+    LOOP
+        EXECUTE format('SELECT %s FROM customer_unify.jobs j WHERE j.name = $1', p_cond) INTO ok USING p_name;
+        ok := coalesce(ok, false);
+        EXIT WHEN ok OR clock_timestamp() > t0 + interval '60 s';
+        COMMIT;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END
+$$;
+
+SET ROLE regress_job_owner;
+CREATE TABLE jb.people (id bigint PRIMARY KEY, email text NOT NULL, nick text);
+INSERT INTO jb.people SELECT g, 'p' || g || '@example.com', 'nick' || g FROM generate_series(1, 5000) g;
+CREATE TABLE jb.hold (flag boolean NOT NULL);
+INSERT INTO jb.hold VALUES (true);
+SELECT customer_unify.split('jm', 'jb.people', 'people_bits', ARRAY['nick'], 'person_id') > 0 AS planned;
+RESET ROLE;
+
+-- 1. unknown migration, bad arguments
+SELECT regress_util.try($$SELECT customer_unify.launch('no_such')$$) AS launch_unknown;
+SELECT regress_util.try($$SELECT customer_unify.pause('no_such')$$) AS pause_unknown;
+SELECT regress_util.try($$SELECT customer_unify.resume('no_such')$$) AS resume_unknown;
+SELECT regress_util.try($$SELECT customer_unify.cancel('no_such')$$) AS cancel_unknown;
+SELECT regress_util.try($$SELECT customer_unify.set_throttle('no_such', nice => 1)$$) AS throttle_unknown;
+SELECT regress_util.try($$SELECT customer_unify.launch(NULL)$$) AS launch_null;
+SELECT regress_util.try($$SELECT customer_unify.launch('jm', until => 'planned')$$) AS until_planned;
+SELECT regress_util.try($$SELECT customer_unify.launch('jm', until => 'done')$$) AS until_unknown;
+SELECT regress_util.try($$SELECT customer_unify.launch('jm', batch_size => 0)$$) AS batch_zero;
+SELECT regress_util.try($$SELECT customer_unify.set_throttle('jm', nice => -1)$$) AS nice_negative;
+SELECT regress_util.try($$SELECT customer_unify.set_throttle('jm', chunk_ms => 0)$$) AS chunk_zero;
+SELECT regress_util.try($$SELECT customer_unify.set_throttle('jm', max_lag_bytes => 0)$$) AS lag_zero;
+-- the worker reads pg_stat_replication as the owner, who needs pg_read_all_stats for it
+SELECT regress_util.try($$SELECT customer_unify.set_throttle('jm', max_lag_bytes => 1000000)$$) AS lag_without_stats;
+SELECT regress_util.try($$SELECT customer_unify.set_throttle('jm', window_start => '22:00')$$) AS half_window;
+SELECT regress_util.try($$SELECT customer_unify.set_throttle('jm', throttle_query => 'SELECT 1')$$) AS query_not_boolean;
+SELECT regress_util.try($$SELECT customer_unify.set_throttle('jm', throttle_query => 'SELECT true FROM generate_series(1, 2)')$$) AS query_two_rows;
+
+-- 2. nothing to pause, resume or cancel before a launch
+SELECT regress_util.try_detail($$SELECT customer_unify.pause('jm')$$) AS pause_not_launched;
+SELECT regress_util.try($$SELECT customer_unify.resume('jm')$$) AS resume_not_launched;
+SELECT regress_util.try($$SELECT customer_unify.cancel('jm')$$) AS cancel_not_launched;
+
+-- 3. a role that does not own the migration controls nothing (42501)
+SET ROLE regress_job_other;
+SELECT regress_util.try($$SELECT customer_unify.launch('jm')$$) AS other_launch;
+SELECT regress_util.try($$SELECT customer_unify.pause('jm')$$) AS other_pause;
+SELECT regress_util.try($$SELECT customer_unify.resume('jm')$$) AS other_resume;
+SELECT regress_util.try($$SELECT customer_unify.cancel('jm')$$) AS other_cancel;
+SELECT regress_util.try($$SELECT customer_unify.set_throttle('jm', nice => 1)$$) AS other_throttle;
+SELECT regress_util.try($$SELECT customer_unify.add_index('jm', ARRAY['nick'])$$) AS other_add_index;
+-- and may not write the catalog behind the API
+SELECT regress_util.try($$UPDATE customer_unify.job SET request = 'cancel'$$) AS other_writes_job;
+SELECT regress_util.try($$INSERT INTO customer_unify.job (migration_id) VALUES (1)$$) AS other_inserts_job;
+RESET ROLE;
+
+-- 4. a job held by the DBA's query: running, refuses a second launch, pauses between batches
+SET ROLE regress_job_owner;
+SELECT customer_unify.set_throttle('jm', throttle_query => 'SELECT flag FROM jb.hold');
+SELECT state, until, throttle_reason FROM customer_unify.jobs WHERE name = 'jm';
+SELECT customer_unify.launch('jm', batch_size => 500);
+CALL regress_util.wait_job('jm', 'j.throttle_reason IS NOT NULL');
+SELECT throttle_reason FROM customer_unify.jobs WHERE name = 'jm';
+SELECT state, migration_state, phase, role, pid > 0 AS has_pid, rows_done > 0 AS some_rows, rows_done < 5000 AS not_all
+  FROM customer_unify.jobs WHERE name = 'jm';
+SELECT application_name, backend_type, usename FROM pg_stat_activity
+ WHERE pid = (SELECT pid FROM customer_unify.jobs WHERE name = 'jm');
+SELECT regress_util.try_detail($$SELECT customer_unify.launch('jm')$$) AS launch_running;
+SELECT regress_util.try($$SELECT customer_unify.resume('jm')$$) AS resume_running;
+SELECT customer_unify.pause('jm');
+SELECT regress_util.try($$SELECT customer_unify.pause('jm')$$) AS pause_twice;
+CALL regress_util.wait_job('jm', $$j.state = 'paused'$$);
+SELECT regress_util.try($$SELECT customer_unify.pause('jm')$$) AS pause_paused;
+SELECT regress_util.try($$SELECT customer_unify.launch('jm')$$) AS launch_paused;
+SELECT state, request, phase, pid IS NULL AS no_pid FROM customer_unify.jobs WHERE name = 'jm';
+
+-- 5. a paused job is cancelled at once; a cancelled one cannot be resumed
+SELECT customer_unify.cancel('jm');
+SELECT state, finished_at IS NOT NULL AS finished FROM customer_unify.jobs WHERE name = 'jm';
+SELECT regress_util.try($$SELECT customer_unify.resume('jm')$$) AS resume_cancelled;
+SELECT regress_util.try($$SELECT customer_unify.cancel('jm')$$) AS cancel_cancelled;
+
+-- 6. a hold query that fails at run time fails the job, with its SQLSTATE
+SELECT customer_unify.launch('jm', batch_size => 500);
+CALL regress_util.wait_job('jm', 'j.throttle_reason IS NOT NULL');
+SELECT throttle_reason FROM customer_unify.jobs WHERE name = 'jm';
+DROP TABLE jb.hold;
+CALL regress_util.wait_job('jm', $$j.state = 'failed'$$);
+SELECT state, migration_state, last_sqlstate, last_error FROM customer_unify.jobs WHERE name = 'jm';
+
+-- 7. other throttles (the hold query off), resume the failed job: it runs to until (backfilled) and stops there
+SELECT customer_unify.set_throttle('jm', nice => 0.5, chunk_ms => 100);
+SELECT customer_unify.resume('jm');
+CALL regress_util.wait_job('jm', $$j.state IN ('finished', 'failed')$$);
+SELECT state, migration_state, until, rows_done, last_error FROM customer_unify.jobs WHERE name = 'jm';
+SELECT count(*) FILTER (WHERE NOT ok) AS failing FROM customer_unify.verify('jm');
+SELECT (SELECT count(*) FROM jb.people_bits) AS copied, (SELECT count(DISTINCT person_id) FROM jb.people_bits) AS distinct_keys;
+SELECT regress_util.try($$SELECT customer_unify.launch('jm', until => 'backfilled')$$) AS launch_nothing_to_do;
+
+-- 8. indexes the job builds concurrently once the copy is in; a failed build leaves no invalid index
+SELECT regress_util.try($$SELECT customer_unify.add_index('jm', ARRAY['no_such'])$$) AS unknown_column;
+SELECT regress_util.try($$SELECT customer_unify.add_index('jm', '{}')$$) AS no_columns;
+SELECT regress_util.try($$SELECT customer_unify.add_index('jm', ARRAY['nick'], relation_tag => 'source')$$) AS not_created;
+SELECT regress_util.try($$SELECT customer_unify.add_index('jm', ARRAY['nick'], index_name => 'people_bits')$$) AS name_taken;
+SELECT customer_unify.add_index('jm', ARRAY['nick'], is_unique => true);
+SELECT customer_unify.add_index('jm', ARRAY['nick', 'person_id'], index_name => 'bits by "nick"');
+-- two people with the same nick: the unique build fails
+UPDATE jb.people SET nick = 'same' WHERE id IN (1, 2);
+SELECT customer_unify.launch('jm', until => 'cut_over');
+CALL regress_util.wait_job('jm', $$j.state IN ('finished', 'failed')$$);
+SELECT state, migration_state, last_sqlstate, last_error FROM customer_unify.jobs WHERE name = 'jm';
+SELECT x.index_name, x.state, x.last_error IS NOT NULL AS has_error FROM customer_unify.job_index x ORDER BY 1;
+SELECT c.relname, i.indisvalid, i.indisunique FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+ WHERE i.indrelid = 'jb.people_bits'::regclass ORDER BY 1;
+-- fixed: resume builds it and goes on to cut over
+UPDATE jb.people SET nick = 'nick' || id WHERE id IN (1, 2);
+SELECT customer_unify.resume('jm');
+CALL regress_util.wait_job('jm', $$j.state IN ('finished', 'failed')$$);
+SELECT x.index_name, x.state, x.built_at IS NOT NULL AS built FROM customer_unify.job_index x ORDER BY 1;
+SELECT c.relname, i.indisvalid, i.indisunique, pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+ WHERE i.indrelid = 'jb.people_bits'::regclass ORDER BY 1;
+SELECT state, migration_state, last_error FROM customer_unify.jobs WHERE name = 'jm';
+SELECT customer_unify.rollback('jm');
+SELECT regress_util.try($$SELECT customer_unify.launch('jm', until => 'finalized')$$) AS launch_rolled_back;
+RESET ROLE;
+
+-- 8b. outside its time window a job holds; a running job is cancelled between two holds
+SELECT customer_unify.split('jw', 'jb.people', 'people_bits2', ARRAY['nick'], 'person_id') > 0 AS planned;
+SELECT customer_unify.set_throttle('jw', window_start => (now() + interval '6 hours')::time,
+                                   window_end => (now() + interval '6 hours 1 minute')::time);
+SELECT customer_unify.launch('jw', batch_size => 1000);
+CALL regress_util.wait_job('jw', 'j.throttle_reason IS NOT NULL');
+SELECT throttle_reason FROM customer_unify.jobs WHERE name = 'jw';
+SELECT customer_unify.cancel('jw');
+SELECT regress_util.try($$SELECT customer_unify.pause('jw')$$) AS pause_cancelling;
+CALL regress_util.wait_job('jw', $$j.state = 'cancelled'$$);
+SELECT state, migration_state, request, pid IS NULL AS no_pid, throttled_ms > 0 AS throttled FROM customer_unify.jobs WHERE name = 'jw';
+SELECT customer_unify.rollback('jw');
+
+-- 9. the worker logs in as the owner: an owner without LOGIN is refused at launch
+SET ROLE regress_job_nologin;
+CREATE TABLE jb.nl (id int PRIMARY KEY, nick text);
+SELECT customer_unify.split('jnl', 'jb.nl', 'nl_bits', ARRAY['nick'], 'nl_id') > 0 AS planned;
+SELECT regress_util.try($$SELECT customer_unify.launch('jnl')$$) AS launch_nologin;
+SELECT customer_unify.rollback('jnl');
+RESET ROLE;
+
+-- 10. the catalog: registered for pg_dump, written only through the API
+SELECT c.relname, has_table_privilege('public', c.oid, 'SELECT') AS public_reads,
+       has_table_privilege('public', c.oid, 'INSERT') OR has_table_privilege('public', c.oid, 'UPDATE')
+       OR has_table_privilege('public', c.oid, 'DELETE') AS public_writes,
+       c.oid = ANY (e.extconfig) AS dumped
+  FROM pg_class c, pg_extension e
+ WHERE e.extname = 'customer_unify' AND c.oid IN ('customer_unify.job'::regclass, 'customer_unify.jobs'::regclass)
+ ORDER BY 1;
+SELECT p.oid::regprocedure AS function, p.proconfig
+  FROM pg_proc p WHERE p.pronamespace = 'customer_unify'::regnamespace
+   AND p.proname IN ('launch', 'pause', 'resume', 'cancel', 'set_throttle', '_job_alive')
+ ORDER BY p.proname;
+
+DROP SCHEMA jb CASCADE;
+DROP PROCEDURE regress_util.wait_job(text, text, boolean);
+DO $$ BEGIN
+    EXECUTE format('REVOKE CREATE ON DATABASE %I FROM regress_job_owner, regress_job_nologin', current_database());
+END $$;
+DROP ROLE regress_job_owner, regress_job_other, regress_job_nologin;

@@ -1,0 +1,93 @@
+-------------------------------------------------------------------------------
+-- jobs.sql: background jobs (src/jobs.c).  A job runs a migration's phases
+-- in a background worker, as the migration's owner, from its state up to
+-- `until`; it stops between two batches (or phases) when paused or
+-- cancelled, and resume() continues it from the engine's checkpoint, also
+-- after the worker was killed or the server restarted.  Each control
+-- function checks that the caller may act for the migration (42501).
+-------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION customer_unify._job_alive(migration bigint) RETURNS boolean
+    LANGUAGE c VOLATILE STRICT
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'cu_job_alive';
+COMMENT ON FUNCTION customer_unify._job_alive(bigint) IS
+    'Does a worker of the migration''s job live (it holds the job''s advisory lock)?';
+
+CREATE OR REPLACE FUNCTION customer_unify.launch(name text, until text DEFAULT 'backfilled',
+                                                 batch_size integer DEFAULT 10000,
+                                                 lock_timeout_ms integer DEFAULT 2000) RETURNS text
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'cu_job_launch';
+COMMENT ON FUNCTION customer_unify.launch(text, text, integer, integer) IS
+    'Runs the migration''s phases (start, backfill, verify, cutover, finalize) up to until in a background worker, as the migration''s owner; returns at once.';
+
+CREATE OR REPLACE FUNCTION customer_unify.pause(name text) RETURNS text
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'cu_job_pause';
+COMMENT ON FUNCTION customer_unify.pause(text) IS
+    'Asks the migration''s running job to stop after its current batch or phase; resume() continues it.';
+
+CREATE OR REPLACE FUNCTION customer_unify.resume(name text) RETURNS text
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'cu_job_resume';
+COMMENT ON FUNCTION customer_unify.resume(text) IS
+    'Continues a paused, interrupted (worker killed, server restarted) or failed job from the engine''s checkpoint.';
+
+CREATE OR REPLACE FUNCTION customer_unify.cancel(name text) RETURNS text
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'cu_job_cancel';
+COMMENT ON FUNCTION customer_unify.cancel(text) IS
+    'Stops the migration''s job for good after its current batch; the migration keeps its state and checkpoint.';
+
+CREATE OR REPLACE FUNCTION customer_unify.set_throttle(name text, nice double precision DEFAULT NULL,
+                                                       chunk_ms integer DEFAULT NULL,
+                                                       max_lag_bytes bigint DEFAULT NULL,
+                                                       window_start time DEFAULT NULL,
+                                                       window_end time DEFAULT NULL,
+                                                       throttle_query text DEFAULT NULL) RETURNS void
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'cu_job_set_throttle';
+COMMENT ON FUNCTION customer_unify.set_throttle(text, double precision, integer, bigint, time, time, text) IS
+    'Throttles the migration''s job from its next batch: sleep nice x batch time, batches of about chunk_ms, hold while replication lags more than max_lag_bytes, outside window_start .. window_end, or while throttle_query returns true. NULL turns one off.';
+
+CREATE OR REPLACE FUNCTION customer_unify.add_index(name text, columns text[], is_unique boolean DEFAULT false,
+                                                    relation_tag text DEFAULT 'target',
+                                                    index_name text DEFAULT NULL) RETURNS text
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'cu_job_add_index';
+COMMENT ON FUNCTION customer_unify.add_index(text, text[], boolean, text, text) IS
+    'Plans an index the migration''s job builds with CREATE [UNIQUE] INDEX CONCURRENTLY on a table the migration created, once the copy is in; returns its name.';
+
+CREATE OR REPLACE VIEW customer_unify.jobs WITH (security_invoker = true) AS
+SELECT m.name,
+       m.kind,
+       m.state AS migration_state,
+       CASE WHEN j.state IN ('starting', 'running') AND NOT customer_unify._job_alive(j.migration_id)
+            THEN 'interrupted' ELSE j.state END AS state,
+       j.request,
+       j.until,
+       j.phase,
+       j.role,
+       j.pid,
+       (SELECT sum(b.rows_done)::bigint FROM customer_unify.backfill_state b WHERE b.migration_id = m.id) AS rows_done,
+       (SELECT sum(b.rows_total)::bigint FROM customer_unify.backfill_state b WHERE b.migration_id = m.id) AS rows_total,
+       j.batch_size,
+       j.throttled_ms,
+       j.throttle_reason,
+       j.launched_at,
+       j.started_at,
+       j.updated_at,
+       j.finished_at,
+       j.last_sqlstate,
+       j.last_error
+  FROM customer_unify.job j
+  JOIN customer_unify.migration m ON m.id = j.migration_id;
+COMMENT ON VIEW customer_unify.jobs IS
+    'Background jobs: state (interrupted when the worker is gone), phase, progress, throttling and last error.';
+GRANT SELECT ON customer_unify.jobs TO PUBLIC;
