@@ -71,9 +71,9 @@ CREATE FUNCTION mq.score(p_migration text, p_cross boolean)
                coalesce(d3.truth, a.truth, b.truth) AS truth
           FROM customer_unify.id_map im
           JOIN customer_unify.migration m ON m.id = im.migration_id AND m.name = p_migration
-          LEFT JOIN mq.d3 d3 ON im.source_tag = 'd3' AND d3.id = im.old_key::bigint
-          LEFT JOIN mq.d4a a ON im.source_tag = 'd4a' AND a.id = im.old_key::bigint
-          LEFT JOIN mq.d4b b ON im.source_tag = 'd4b' AND b.id = im.old_key::bigint
+          LEFT JOIN mq.d3 d3 ON im.source_tag = 'd3' AND d3.id::text = im.old_key
+          LEFT JOIN mq.d4a a ON im.source_tag = 'd4a' AND a.id::text = im.old_key
+          LEFT JOIN mq.d4b b ON im.source_tag = 'd4b' AND b.id::text = im.old_key
     ), pairs AS (
         SELECT count(*) AS predicted, count(*) FILTER (WHERE x.truth = y.truth) AS tp
           FROM rec x JOIN rec y ON y.target_key = x.target_key AND (x.source_tag, x.old_key) < (y.source_tag, y.old_key)

@@ -947,6 +947,7 @@ backfill_stream(CopyJob *job, BackfillArgs *args, MemoryContext jobcxt, int64 *b
 	bool		complete;
 	int			anti_join_batches = 0;
 	Datum		hi;
+	int64		batch_no = 1;
 	int64		copied,
 				scanned;
 	TimestampTz run_start = GetCurrentTimestamp();
@@ -1008,6 +1009,7 @@ backfill_stream(CopyJob *job, BackfillArgs *args, MemoryContext jobcxt, int64 *b
 	backfill_local_settings(args->lock_timeout_ms);
 
 	batchcxt = AllocSetContextCreate(jobcxt, "customer_unify backfill batch", ALLOCSET_DEFAULT_SIZES);
+	batch_no = 1;
 	complete = !hasend || (haspos && backfill_keys_equal(job, pos, end));
 
 	while (!complete && !stop && (args->max_batches < 0 || *batches < args->max_batches))
@@ -1025,6 +1027,15 @@ backfill_stream(CopyJob *job, BackfillArgs *args, MemoryContext jobcxt, int64 *b
 		batch.variant = anti_join_batches > 0 ? COPY_ANTI_JOIN : COPY_PLAIN;
 		batch.cxt = batchcxt;
 		MemoryContextReset(batchcxt);
+		/*
+		 * and again before batches 2, 4, 8, ... of this call: what the stream
+		 * itself writes (the crosswalk) grows under its plans, which must not
+		 * keep working from the statistics of an empty table (O(log n)
+		 * ANALYZEs)
+		 */
+		if (job->statement && batch_no >= 2 && (batch_no & (batch_no - 1)) == 0)
+			backfill_analyze(job);
+		batch_no++;
 		for (;;)
 		{
 			ErrorData  *edata = cu_subxact(backfill_batch, &batch);

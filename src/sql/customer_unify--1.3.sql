@@ -3174,11 +3174,14 @@ BEGIN
         END IF;
     END LOOP;
     -- (join_collapse_limit 1: its queries start from the row at hand, as written,
-    -- whatever the statistics of the crosswalk, which grows under them, say)
+    -- whatever the statistics of the crosswalk, which grows under them, say;
+    -- custom plans: a batch's keys are constants the planner sees, never a
+    -- generic "= ANY ($1)" filtered row by row over a whole source)
     RETURN format($f$CREATE OR REPLACE FUNCTION %1$s.%2$I(p_keys text[], p_refresh_keys boolean DEFAULT true) RETURNS bigint
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     SET jit = off
+    SET plan_cache_mode = force_custom_plan
     SET DateStyle = 'ISO, MDY'
     SET IntervalStyle = 'postgres'
     SET join_collapse_limit = 1
@@ -3535,6 +3538,7 @@ AS $fn$
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     SET jit = off
+    SET plan_cache_mode = force_custom_plan
     SET DateStyle = 'ISO, MDY'
     SET IntervalStyle = 'postgres'
 AS $body$
@@ -3598,6 +3602,7 @@ BEGIN
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     SET jit = off
+    SET plan_cache_mode = force_custom_plan
     SET DateStyle = 'ISO, MDY'
     SET IntervalStyle = 'postgres'
 AS $body$
