@@ -178,17 +178,17 @@ SELECT is_empty($$SELECT p.oid::regprocedure::text || ' ' || coalesce(p.proconfi
                 'every generated function pins SET search_path = pg_catalog, pg_temp');
 SELECT is(ARRAY(SELECT p.proname || ' ' || array_to_string(p.proconfig, ' ') FROM pg_proc p
                  WHERE p.pronamespace = 'm_merge'::regnamespace AND p.proname NOT LIKE 'ref\_%' ORDER BY (p.proname || ' ' || array_to_string(p.proconfig, ' ')) COLLATE "C"),
-          ARRAY['apply_ai search_path=pg_catalog, pg_temp jit=off DateStyle=ISO, MDY IntervalStyle=postgres join_collapse_limit=1',
-                'apply_legacy search_path=pg_catalog, pg_temp jit=off DateStyle=ISO, MDY IntervalStyle=postgres join_collapse_limit=1',
-                'apply_target search_path=pg_catalog, pg_temp jit=off DateStyle=ISO, MDY IntervalStyle=postgres join_collapse_limit=1',
+          ARRAY['apply_ai search_path=pg_catalog, pg_temp jit=off plan_cache_mode=force_custom_plan DateStyle=ISO, MDY IntervalStyle=postgres join_collapse_limit=1',
+                'apply_legacy search_path=pg_catalog, pg_temp jit=off plan_cache_mode=force_custom_plan DateStyle=ISO, MDY IntervalStyle=postgres join_collapse_limit=1',
+                'apply_target search_path=pg_catalog, pg_temp jit=off plan_cache_mode=force_custom_plan DateStyle=ISO, MDY IntervalStyle=postgres join_collapse_limit=1',
                 'drain search_path=pg_catalog, pg_temp DateStyle=ISO, MDY IntervalStyle=postgres',
                 'live_ai search_path=pg_catalog, pg_temp DateStyle=ISO, MDY IntervalStyle=postgres lock_timeout=1ms customer_unify.merge_never_wait=on',
                 'live_legacy search_path=pg_catalog, pg_temp DateStyle=ISO, MDY IntervalStyle=postgres lock_timeout=1ms customer_unify.merge_never_wait=on',
                 'live_target search_path=pg_catalog, pg_temp DateStyle=ISO, MDY IntervalStyle=postgres lock_timeout=1ms customer_unify.merge_never_wait=on',
-                'recompute search_path=pg_catalog, pg_temp jit=off DateStyle=ISO, MDY IntervalStyle=postgres',
-                'reconcile search_path=pg_catalog, pg_temp jit=off DateStyle=ISO, MDY IntervalStyle=postgres',
+                'recompute search_path=pg_catalog, pg_temp jit=off plan_cache_mode=force_custom_plan DateStyle=ISO, MDY IntervalStyle=postgres',
+                'reconcile search_path=pg_catalog, pg_temp jit=off plan_cache_mode=force_custom_plan DateStyle=ISO, MDY IntervalStyle=postgres',
                 'repoint search_path=pg_catalog, pg_temp DateStyle=ISO, MDY IntervalStyle=postgres'],
-          'the matching functions run without JIT, their joins in the order written (apply_*), keys in ISO text; '
+          'the matching functions run without JIT, planned per call with their keys, their joins in the order written (apply_*), keys in ISO text; '
           'an application''s write (live_*) waits for no lock of the merge (1 ms, then deferred)');
 SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
                    WHERE p.pronamespace = 'm_merge'::regnamespace AND (p.prosecdef OR p.prolang <> (SELECT oid FROM pg_language WHERE lanname = 'plpgsql'))$$,
