@@ -16,7 +16,8 @@
 #   3. the checkpoint is checked: state still 'started', one copy stream
 #      ('main'), rows_done > 0 and not finished, the binary position equal to
 #      last_key, every source row at or below last_key present and equal in
-#      profiles, no orphan profile;
+#      profiles, no orphan profile but of a user deleted while a batch copied
+#      it (the end phase removes those);
 #   4. more writes while no backfill runs, then the backfill is resumed (with
 #      concurrent writes again) and runs to completion;
 #   5. state 'backfilled', finished_at set and the checkpoint at the copy's
@@ -468,12 +469,16 @@ sub check_checkpoint
 		),
 		'0',
 		"$db: every source row up to last_key is in profiles with equal values");
+	# (a user the writers deleted while a batch was copying it from its
+	# snapshot can leave its profile behind until the end phase removes it,
+	# by design, see src/backfill.c; the final checks find no orphan at all)
 	is( q1(
 			$db,
-			q{SELECT count(*) FROM profiles p WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id = p.user_id)}
+			q{SELECT count(*) FROM profiles p WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id = p.user_id)
+			     AND EXISTS (SELECT 1 FROM shadow_users s WHERE s.id = p.user_id)}
 		),
 		'0',
-		"$db: no orphan profile at the checkpoint");
+		"$db: no orphan profile at the checkpoint but of users the writers deleted meanwhile");
 	is( q1(
 			$db,
 			q{SELECT count(*) FROM (SELECT user_id FROM profiles GROUP BY user_id HAVING count(*) > 1) d}
