@@ -51,6 +51,8 @@ SELECT regress_util.try($$SELECT customer_unify.launch('jm', batch_size => 0)$$)
 SELECT regress_util.try($$SELECT customer_unify.set_throttle('jm', nice => -1)$$) AS nice_negative;
 SELECT regress_util.try($$SELECT customer_unify.set_throttle('jm', chunk_ms => 0)$$) AS chunk_zero;
 SELECT regress_util.try($$SELECT customer_unify.set_throttle('jm', max_lag_bytes => 0)$$) AS lag_zero;
+SELECT regress_util.try($$SELECT customer_unify.set_throttle('jm', max_lock_waits => -1)$$) AS lock_waits_negative;
+SELECT regress_util.try($$SELECT customer_unify.set_throttle('jm', max_wal_bytes_per_sec => 0)$$) AS wal_rate_zero;
 -- the worker reads pg_stat_replication as the owner, who needs pg_read_all_stats for it
 SELECT regress_util.try($$SELECT customer_unify.set_throttle('jm', max_lag_bytes => 1000000)$$) AS lag_without_stats;
 SELECT regress_util.try($$SELECT customer_unify.set_throttle('jm', window_start => '22:00')$$) AS half_window;
@@ -157,6 +159,59 @@ SELECT regress_util.try($$SELECT customer_unify.pause('jw')$$) AS pause_cancelli
 CALL regress_util.wait_job('jw', $$j.state = 'cancelled'$$);
 SELECT state, migration_state, request, pid IS NULL AS no_pid, throttled_ms > 0 AS throttled FROM customer_unify.jobs WHERE name = 'jw';
 SELECT customer_unify.rollback('jw');
+
+-- 8c. lock waits on the migration's tables hold the job: a row of the source
+-- locked by one session, two writers queued behind it (the second waits on
+-- the row's tuple lock, which names the table)
+CREATE EXTENSION dblink;
+SELECT customer_unify.split('jl', 'jb.people', 'people_bits3', ARRAY['nick'], 'person_id') > 0 AS planned;
+SELECT customer_unify.set_throttle('jl', max_lock_waits => 0);
+-- started first: start itself needs a lock the queued writers hold
+SELECT customer_unify.start('jl');
+CREATE FUNCTION pg_temp.here() RETURNS text LANGUAGE sql AS $$
+    SELECT format('dbname=%s host=%s port=%s', current_database(),
+                  split_part(current_setting('unix_socket_directories'), ',', 1), current_setting('port'))
+$$;
+SELECT dblink_connect('locker', pg_temp.here()) AS locker, dblink_connect('writer1', pg_temp.here()) AS writer1,
+       dblink_connect('writer2', pg_temp.here()) AS writer2;
+SELECT dblink_exec('locker', 'BEGIN') AS began;
+SELECT x FROM dblink('locker', 'SELECT id FROM jb.people WHERE id = 7 FOR UPDATE') AS t(x bigint);
+SELECT dblink_send_query('writer1', $$UPDATE jb.people SET nick = 'w1' WHERE id = 7$$) AS sent1;
+SELECT dblink_send_query('writer2', $$UPDATE jb.people SET nick = 'w2' WHERE id = 7$$) AS sent2;
+SELECT customer_unify.launch('jl', batch_size => 1000);
+CALL regress_util.wait_job('jl', $$j.throttle_reason LIKE '%max_lock_waits'$$);
+SELECT state, throttle_reason, rows_done < 5000 AS held FROM customer_unify.jobs WHERE name = 'jl';
+-- the locker ends: the writers go through, the job goes on and finishes
+SELECT dblink_exec('locker', 'COMMIT') AS committed;
+SELECT * FROM dblink_get_result('writer1') AS t(r text);
+SELECT * FROM dblink_get_result('writer2') AS t(r text);
+CALL regress_util.wait_job('jl', $$j.state IN ('finished', 'failed')$$);
+SELECT state, migration_state, rows_done, throttled_ms > 0 AS throttled, last_error FROM customer_unify.jobs WHERE name = 'jl';
+-- the writers' last value is in both tables (which writer went last is not fixed)
+SELECT b.nick IN ('w1', 'w2') AS written, b.nick = p.nick AS mirrored
+  FROM jb.people_bits3 b JOIN jb.people p ON p.id = b.person_id WHERE b.person_id = 7;
+SELECT count(*) FILTER (WHERE NOT ok) AS failing FROM customer_unify.verify('jl');
+SELECT dblink_disconnect('locker'), dblink_disconnect('writer1'), dblink_disconnect('writer2');
+SELECT customer_unify.rollback('jl');
+UPDATE jb.people SET nick = 'nick7' WHERE id = 7;
+
+-- 8d. a WAL rate cap sleeps after each batch (1 byte/s: the job sleeps at
+-- once), and a pause ends the sleep without waiting it out
+SELECT customer_unify.split('jr', 'jb.people', 'people_bits4', ARRAY['nick'], 'person_id') > 0 AS planned;
+SELECT customer_unify.set_throttle('jr', max_wal_bytes_per_sec => 1);
+SELECT customer_unify.launch('jr', batch_size => 1000);
+CALL regress_util.wait_job('jr', $$j.throttle_reason = 'max_wal_bytes_per_sec'$$);
+SELECT state, throttle_reason, rows_done < 5000 AS sleeping FROM customer_unify.jobs WHERE name = 'jr';
+SELECT customer_unify.pause('jr');
+CALL regress_util.wait_job('jr', $$j.state = 'paused'$$);
+SELECT state, rows_done < 5000 AS stopped_early FROM customer_unify.jobs WHERE name = 'jr';
+-- the cap off, resume: it finishes
+SELECT customer_unify.set_throttle('jr');
+SELECT customer_unify.resume('jr');
+CALL regress_util.wait_job('jr', $$j.state IN ('finished', 'failed')$$);
+SELECT state, migration_state, rows_done, last_error FROM customer_unify.jobs WHERE name = 'jr';
+SELECT customer_unify.rollback('jr');
+DROP EXTENSION dblink;
 
 -- 9. the worker logs in as the owner: an owner without LOGIN is refused at launch
 SET ROLE regress_job_nologin;

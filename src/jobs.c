@@ -47,6 +47,7 @@
 #include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
+#include "executor/instrument.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/params.h"
@@ -77,6 +78,7 @@
 #define JOB_LOCK_CLASS		0x43550002	/* advisory lock space: "CU", job worker */
 #define JOB_HOLD_POLL_MS	1000		/* a held job looks again after this */
 #define JOB_START_WAIT_MS	10000		/* launch waits this long for the worker's lock */
+#define JOB_WAL_SLEEP_MAX_MS 60000		/* max_wal_bytes_per_sec sleeps at most this long after a batch */
 
 PGDLLEXPORT void cu_job_main(Datum main_arg);
 PGDLLEXPORT void cu_job_launcher_main(Datum main_arg);
@@ -110,10 +112,23 @@ typedef struct JobRow
 	char	   *throttle_query;
 	char	   *migration_state;
 	char	   *owner;
+	int32		max_lock_waits;	/* -1: off */
+	int64		max_wal_bytes_per_sec;	/* 0: off */
 } JobRow;
 
 /* the worker's job (for the batch hook) */
 static JobArgs job_args;
+
+/* max_wal_bytes_per_sec: this worker's WAL bytes and the time at the last look */
+static int64 job_wal_mark_bytes;
+static TimestampTz job_wal_mark_time;
+
+static void
+job_wal_mark(void)
+{
+	job_wal_mark_bytes = pgWalUsage.wal_bytes;
+	job_wal_mark_time = GetCurrentTimestamp();
+}
 
 /* the phases in the order a job runs them, and the state each leaves */
 static const char *const job_states[] = {"planned", "started", "backfilled", "verified", "cut_over", "finalized", NULL};
@@ -163,7 +178,7 @@ job_read(int64 id, bool lock, JobRow *j)
 		"      AND pg_catalog.clock_timestamp()::pg_catalog.time OPERATOR(pg_catalog.<) j.window_end "
 		"     ELSE pg_catalog.clock_timestamp()::pg_catalog.time OPERATOR(pg_catalog.>=) j.window_start "
 		"       OR pg_catalog.clock_timestamp()::pg_catalog.time OPERATOR(pg_catalog.<) j.window_end END, "
-		"j.throttle_query, m.state, m.owner "
+		"j.throttle_query, m.state, m.owner, j.max_lock_waits, j.max_wal_bytes_per_sec "
 		"FROM customer_unify.job j JOIN customer_unify.migration m ON m.id OPERATOR(pg_catalog.=) j.migration_id "
 		"WHERE j.migration_id OPERATOR(pg_catalog.=) $1";
 	int			rc;
@@ -198,6 +213,10 @@ job_read(int64 id, bool lock, JobRow *j)
 	j->throttle_query = job_getstr(12);
 	j->migration_state = job_getstr(13);
 	j->owner = job_getstr(14);
+	s = job_getstr(15);
+	j->max_lock_waits = s ? atoi(s) : -1;
+	s = job_getstr(16);
+	j->max_wal_bytes_per_sec = s ? pg_strtoint64(s) : 0;
 }
 
 /*
@@ -207,12 +226,12 @@ job_read(int64 id, bool lock, JobRow *j)
 static void
 job_set(int64 id, const char *assignments, int nargs, Oid *types, Datum *values, const char *nulls)
 {
-	Oid			t[8];
-	Datum		v[8];
-	char		n[9];
+	Oid			t[10];
+	Datum		v[10];
+	char		n[11];
 	int			i;
 
-	Assert(nargs < 8);
+	Assert(nargs < 10);
 	t[0] = INT8OID;
 	v[0] = Int64GetDatum(id);
 	n[0] = ' ';
@@ -572,22 +591,24 @@ cu_job_set_throttle(PG_FUNCTION_ARGS)
 {
 	JobRow		j;
 	int64		id;
-	Oid			types[6] = {FLOAT8OID, INT4OID, INT8OID, TIMEOID, TIMEOID, TEXTOID};
-	Datum		values[6];
-	char		nulls[6];
+	Oid			types[8] = {FLOAT8OID, INT4OID, INT8OID, TIMEOID, TIMEOID, TEXTOID, INT4OID, INT8OID};
+	Datum		values[8];
+	char		nulls[8];
 	int			i;
 
-	for (i = 0; i < 6; i++)
+	for (i = 0; i < 8; i++)
 	{
 		nulls[i] = PG_ARGISNULL(i + 1) ? 'n' : ' ';
 		values[i] = PG_ARGISNULL(i + 1) ? (Datum) 0 : PG_GETARG_DATUM(i + 1);
 	}
 	if ((!PG_ARGISNULL(1) && PG_GETARG_FLOAT8(1) < 0) ||
 		(!PG_ARGISNULL(2) && PG_GETARG_INT32(2) <= 0) ||
-		(!PG_ARGISNULL(3) && PG_GETARG_INT64(3) <= 0))
+		(!PG_ARGISNULL(3) && PG_GETARG_INT64(3) <= 0) ||
+		(!PG_ARGISNULL(7) && PG_GETARG_INT32(7) < 0) ||
+		(!PG_ARGISNULL(8) && PG_GETARG_INT64(8) <= 0))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("nice must not be negative, chunk_ms and max_lag_bytes must be positive"),
+				 errmsg("nice and max_lock_waits must not be negative, chunk_ms, max_lag_bytes and max_wal_bytes_per_sec must be positive"),
 				 errhint("NULL turns a throttle off.")));
 	if (PG_ARGISNULL(4) != PG_ARGISNULL(5))
 		ereport(ERROR,
@@ -622,8 +643,9 @@ cu_job_set_throttle(PG_FUNCTION_ARGS)
 					 errdetail("The job holds while it returns true."),
 					 errhint("For example: SELECT count(*) > 50 FROM pg_stat_activity WHERE state = 'active'")));
 	}
-	job_set(id, "nice = $2, chunk_ms = $3, max_lag_bytes = $4, window_start = $5, window_end = $6, throttle_query = $7",
-			6, types, values, nulls);
+	job_set(id, "nice = $2, chunk_ms = $3, max_lag_bytes = $4, window_start = $5, window_end = $6, throttle_query = $7, "
+			"max_lock_waits = $8, max_wal_bytes_per_sec = $9",
+			8, types, values, nulls);
 	SPI_finish();
 	PG_RETURN_VOID();
 }
@@ -755,7 +777,35 @@ job_exec_phase(const char *sql, const char *name, MemoryContext cxt)
 	return result;
 }
 
-/* Wait while a hold condition (window, replication lag, the DBA's query) says so; false: stop. */
+/*
+ * Lock requests that wait, now, on the relations of the worker's migration
+ * (its source and every relation it registered, live): relation, tuple and
+ * page locks not granted.  A writer queued behind another writer's row lock
+ * shows as a tuple lock of that table; the first waiter of a row waits on a
+ * transaction id, which names no table, and is not counted.
+ */
+static int64
+job_lock_waits(void)
+{
+	bool		isnull;
+	Datum		d;
+
+	if (SPI_execute_with_args("SELECT pg_catalog.count(*) FROM pg_catalog.pg_locks l "
+							  "WHERE NOT l.granted AND l.database OPERATOR(pg_catalog.=) "
+							  "(SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()) "
+							  "AND l.relation OPERATOR(pg_catalog.=) ANY (ARRAY("
+							  "SELECT r.relid::pg_catalog.oid FROM customer_unify.migration_relation r "
+							  "WHERE r.migration_id OPERATOR(pg_catalog.=) $1 AND r.live "
+							  "UNION SELECT m.source::pg_catalog.oid FROM customer_unify.migration m "
+							  "WHERE m.id OPERATOR(pg_catalog.=) $1 AND m.source IS NOT NULL))",
+							  1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(job_args.migration_id)}, NULL, true, 1)
+		!= SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "customer_unify: counting the lock waits failed");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? 0 : DatumGetInt64(d);
+}
+
+/* Wait while a hold condition (window, replication lag, lock waits, the DBA's query) says so; false: stop. */
 static bool
 job_hold(JobRow *j, MemoryContext cxt)
 {
@@ -780,6 +830,13 @@ job_hold(JobRow *j, MemoryContext cxt)
 				if (!isnull && DatumGetInt64(lag) > j->max_lag_bytes)
 					reason = psprintf("replication lag %lld bytes over max_lag_bytes", (long long) DatumGetInt64(lag));
 			}
+		}
+		if (reason == NULL && j->max_lock_waits >= 0)
+		{
+			int64		waits = job_lock_waits();
+
+			if (waits > j->max_lock_waits)
+				reason = psprintf("%lld lock requests wait on its tables, over max_lock_waits", (long long) waits);
 		}
 		if (reason == NULL && j->throttle_query != NULL)
 		{
@@ -819,6 +876,8 @@ job_between_batches(int64 migration_id, double batch_ms, int32 *batch_size)
 	MemoryContext old;
 	JobRow		j;
 	double		sleep_ms = 0;
+	double		wal_sleep_ms = 0;
+	const char *reason = NULL;
 	int32		size = *batch_size;
 
 	if (migration_id != job_args.migration_id)
@@ -843,16 +902,55 @@ job_between_batches(int64 migration_id, double batch_ms, int32 *batch_size)
 		size = (int32) Max(1.0, Min(1000000.0, size * f));
 	}
 	if (j.nice > 0)
+	{
 		sleep_ms = j.nice * batch_ms;
+		reason = "nice";
+	}
+	if (j.max_wal_bytes_per_sec > 0)
+	{
+		/* the WAL this worker wrote since the last look, at most the cap per second */
+		double		bytes = (double) (pgWalUsage.wal_bytes - job_wal_mark_bytes);
+		double		elapsed_ms = (double) (GetCurrentTimestamp() - job_wal_mark_time) / 1000.0;
+
+		wal_sleep_ms = Min(bytes * 1000.0 / j.max_wal_bytes_per_sec - elapsed_ms, JOB_WAL_SLEEP_MAX_MS);
+		if (wal_sleep_ms > sleep_ms)
+		{
+			sleep_ms = wal_sleep_ms;
+			reason = "max_wal_bytes_per_sec";
+		}
+	}
+	if (sleep_ms < 1)
+	{
+		sleep_ms = 0;
+		reason = NULL;
+	}
 	job_set(migration_id,
-			"batch_size = $2, throttled_ms = j.throttled_ms OPERATOR(pg_catalog.+) $3, "
-			"throttle_reason = CASE WHEN $3 OPERATOR(pg_catalog.>) 0 THEN 'nice' END", 2,
-			(Oid[]) {INT4OID, INT8OID},
-			(Datum[]) {Int32GetDatum(size), Int64GetDatum((int64) sleep_ms)}, NULL);
+			"batch_size = $2, throttled_ms = j.throttled_ms OPERATOR(pg_catalog.+) $3, throttle_reason = $4", 3,
+			(Oid[]) {INT4OID, INT8OID, TEXTOID},
+			(Datum[]) {Int32GetDatum(size), Int64GetDatum((int64) sleep_ms),
+			reason ? CStringGetTextDatum(reason) : (Datum) 0}, reason ? "   " : "  n");
 	SPI_commit();
+	/* sleep in steps, so that a pause or cancel ends a long sleep */
+	while (sleep_ms > 0)
+	{
+		double		step = Min(sleep_ms, (double) JOB_HOLD_POLL_MS);
+
+		cu_sleep_ms((int) step);
+		sleep_ms -= step;
+		if (sleep_ms <= 0)
+			break;
+		MemoryContextSwitchTo(hookcxt);
+		job_read(migration_id, false, &j);
+		SPI_commit();
+		if (!j.found || j.generation != job_args.generation || j.request != NULL)
+		{
+			MemoryContextSwitchTo(old);
+			return false;
+		}
+	}
 	MemoryContextSwitchTo(old);
 	*batch_size = size;
-	cu_sleep_ms((int) Min(sleep_ms, (double) INT_MAX));
+	job_wal_mark();
 	return true;
 }
 
@@ -872,6 +970,7 @@ job_run_phase(JobRow *j, MemoryContext cxt)
 		Int32GetDatum(j->lock_timeout_ms)};
 
 		cu_batch_hook = job_between_batches;
+		job_wal_mark();
 		job_exec_toplevel("CALL customer_unify.backfill($1, batch_size => $2, lock_timeout_ms => $3)",
 						  CMDTAG_CALL, 3, types, values, cxt);
 		cu_batch_hook = NULL;

@@ -41,6 +41,8 @@ CREATE TABLE customer_unify.job (
     window_start    time,
     window_end      time,
     throttle_query  text,
+    max_lock_waits  integer CHECK (max_lock_waits >= 0),
+    max_wal_bytes_per_sec bigint CHECK (max_wal_bytes_per_sec > 0),
     throttled_ms    bigint NOT NULL DEFAULT 0,
     throttle_reason text,
     CHECK ((window_start IS NULL) = (window_end IS NULL))
@@ -4361,12 +4363,14 @@ CREATE OR REPLACE FUNCTION customer_unify.set_throttle(name text, nice double pr
                                                        max_lag_bytes bigint DEFAULT NULL,
                                                        window_start time DEFAULT NULL,
                                                        window_end time DEFAULT NULL,
-                                                       throttle_query text DEFAULT NULL) RETURNS void
+                                                       throttle_query text DEFAULT NULL,
+                                                       max_lock_waits integer DEFAULT NULL,
+                                                       max_wal_bytes_per_sec bigint DEFAULT NULL) RETURNS void
     LANGUAGE c VOLATILE
     SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'cu_job_set_throttle';
-COMMENT ON FUNCTION customer_unify.set_throttle(text, double precision, integer, bigint, time, time, text) IS
-    'Throttles the migration''s job from its next batch: sleep nice x batch time, batches of about chunk_ms, hold while replication lags more than max_lag_bytes, outside window_start .. window_end, or while throttle_query returns true. NULL turns one off.';
+COMMENT ON FUNCTION customer_unify.set_throttle(text, double precision, integer, bigint, time, time, text, integer, bigint) IS
+    'Throttles the migration''s job from its next batch: sleep nice x batch time, batches of about chunk_ms, hold while replication lags more than max_lag_bytes, outside window_start .. window_end, while throttle_query returns true or while more than max_lock_waits lock requests on the migration''s tables wait, and sleep to keep the WAL the job writes under max_wal_bytes_per_sec. NULL turns one off.';
 
 CREATE OR REPLACE FUNCTION customer_unify.add_index(name text, columns text[], is_unique boolean DEFAULT false,
                                                     relation_tag text DEFAULT 'target',

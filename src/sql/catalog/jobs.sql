@@ -29,6 +29,8 @@ CREATE TABLE customer_unify.job (
     window_start    time,
     window_end      time,
     throttle_query  text,
+    max_lock_waits  integer CHECK (max_lock_waits >= 0),
+    max_wal_bytes_per_sec bigint CHECK (max_wal_bytes_per_sec > 0),
     throttled_ms    bigint NOT NULL DEFAULT 0,
     throttle_reason text,
     CHECK ((window_start IS NULL) = (window_end IS NULL))
