@@ -14,9 +14,8 @@ SHLIB_LINK += -lphonenumber -lidn2 -lstdc++
 # from the pieces below by `make sql` and committed, so that it freezes in
 # turn when the next release starts.
 CURRENT_VERSION = 1.3
-SQL_PIECES  = src/sql/engine.sql src/sql/builders.sql src/sql/verify.sql src/sql/guard.sql \
-              src/sql/split.sql src/sql/normalize.sql src/sql/match.sql src/sql/merge.sql src/sql/api.sql \
-              src/sql/jobs.sql
+SQL_PIECES  = src/sql/jobs.sql src/sql/engine.sql src/sql/builders.sql src/sql/verify.sql src/sql/guard.sql \
+              src/sql/split.sql src/sql/normalize.sql src/sql/match.sql src/sql/merge.sql src/sql/api.sql
 SQL_CURRENT = src/sql/customer_unify--$(CURRENT_VERSION).sql src/sql/customer_unify--1.2--$(CURRENT_VERSION).sql
 DATA        = $(sort $(wildcard src/sql/customer_unify--*.sql) $(SQL_CURRENT))
 

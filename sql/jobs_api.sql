@@ -110,12 +110,17 @@ SELECT throttle_reason FROM customer_unify.jobs WHERE name = 'jm';
 DROP TABLE jb.hold;
 CALL regress_util.wait_job('jm', $$j.state = 'failed'$$);
 SELECT state, migration_state, last_sqlstate, last_error FROM customer_unify.jobs WHERE name = 'jm';
+-- progress and status() show the job and its error
+SELECT state, job_state, job_sqlstate, job_error FROM customer_unify.progress WHERE name = 'jm';
+SELECT state, job_state, job_error FROM customer_unify.status('jm');
 
 -- 7. other throttles (the hold query off), resume the failed job: it runs to until (backfilled) and stops there
 SELECT customer_unify.set_throttle('jm', nice => 0.5, chunk_ms => 100);
 SELECT customer_unify.resume('jm');
 CALL regress_util.wait_job('jm', $$j.state IN ('finished', 'failed')$$);
 SELECT state, migration_state, until, rows_done, last_error FROM customer_unify.jobs WHERE name = 'jm';
+SELECT state, rows_done, job_state, job_phase, throttled_ms > 0 AS throttled, job_error FROM customer_unify.progress WHERE name = 'jm';
+SELECT state, rows_done, job_state, job_error FROM customer_unify.status('jm');
 SELECT count(*) FILTER (WHERE NOT ok) AS failing FROM customer_unify.verify('jm');
 SELECT (SELECT count(*) FROM jb.people_bits) AS copied, (SELECT count(DISTINCT person_id) FROM jb.people_bits) AS distinct_keys;
 SELECT regress_util.try($$SELECT customer_unify.launch('jm', until => 'backfilled')$$) AS launch_nothing_to_do;
@@ -163,7 +168,7 @@ SELECT customer_unify.rollback('jw');
 -- 8c. lock waits on the migration's tables hold the job: a row of the source
 -- locked by one session, two writers queued behind it (the second waits on
 -- the row's tuple lock, which names the table)
-CREATE EXTENSION dblink;
+CREATE EXTENSION IF NOT EXISTS dblink;
 SELECT customer_unify.split('jl', 'jb.people', 'people_bits3', ARRAY['nick'], 'person_id') > 0 AS planned;
 SELECT customer_unify.set_throttle('jl', max_lock_waits => 0);
 -- started first: start itself needs a lock the queued writers hold
@@ -211,7 +216,6 @@ SELECT customer_unify.resume('jr');
 CALL regress_util.wait_job('jr', $$j.state IN ('finished', 'failed')$$);
 SELECT state, migration_state, rows_done, last_error FROM customer_unify.jobs WHERE name = 'jr';
 SELECT customer_unify.rollback('jr');
-DROP EXTENSION dblink;
 
 -- 9. the worker logs in as the owner: an owner without LOGIN is refused at launch
 SET ROLE regress_job_nologin;

@@ -64,6 +64,7 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "mb/pg_wchar.h"
@@ -79,6 +80,7 @@
 #define JOB_HOLD_POLL_MS	1000		/* a held job looks again after this */
 #define JOB_START_WAIT_MS	10000		/* launch waits this long for the worker's lock */
 #define JOB_WAL_SLEEP_MAX_MS 60000		/* max_wal_bytes_per_sec sleeps at most this long after a batch */
+#define JOB_ATTACH_ATTEMPTS 20			/* ADD CONSTRAINT ... USING INDEX: tries of its lock */
 
 PGDLLEXPORT void cu_job_main(Datum main_arg);
 PGDLLEXPORT void cu_job_launcher_main(Datum main_arg);
@@ -1037,9 +1039,12 @@ cu_job_add_index(PG_FUNCTION_ARGS)
 				i;
 	const char *tag = PG_ARGISNULL(3) ? "target" : text_to_cstring(PG_GETARG_TEXT_PP(3));
 	bool		is_unique = !PG_ARGISNULL(2) && PG_GETARG_BOOL(2);
+	const char *as_constraint = PG_NARGS() > 5 && !PG_ARGISNULL(5) ? text_to_cstring(PG_GETARG_TEXT_PP(5)) : NULL;
+	bool		primary = job_streq(as_constraint, "primary key");
 	Oid			relid;
 	Relation	rel;
 	StringInfoData name;
+	AttrNumber	attnum;
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -1052,6 +1057,16 @@ cu_job_add_index(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("an index needs at least one column"),
 				 errhint("columns => ARRAY['email']")));
+	if (as_constraint != NULL && !primary && strcmp(as_constraint, "unique") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("as_constraint must be 'primary key' or 'unique', not \"%s\"", as_constraint),
+				 errhint("NULL builds a plain index.")));
+	if (as_constraint != NULL && !is_unique)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("an index attached as a %s constraint must be unique", as_constraint),
+				 errhint("is_unique => true")));
 	id = job_control_begin(fcinfo, "add an index to the job of", &j);
 	relid = job_created_relation(id, tag);
 	if (!OidIsValid(relid))
@@ -1069,10 +1084,22 @@ cu_job_add_index(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("a column of the index must not be null")));
-		(void) cu_attnum_or_error(rel, TextDatumGetCString(elems[i]));
+		attnum = cu_attnum_or_error(rel, TextDatumGetCString(elems[i]));
+		if (primary && !TupleDescAttr(RelationGetDescr(rel), attnum - 1)->attnotnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+					 errmsg("column \"%s\" of %s is not NOT NULL, so it cannot be part of a primary key",
+							TextDatumGetCString(elems[i]), RelationGetRelationName(rel)),
+					 errdetail("Attaching the index would scan the table under an exclusive lock to check for nulls."),
+					 errhint("Attach it as a unique constraint instead: as_constraint => 'unique'.")));
 		appendStringInfo(&name, "_%s", TextDatumGetCString(elems[i]));
 	}
-	appendStringInfoString(&name, "_idx");
+	if (primary && OidIsValid(RelationGetPrimaryKeyIndex(rel)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+				 errmsg("%s already has a primary key", RelationGetRelationName(rel)),
+				 errhint("Attach the index as a unique constraint instead: as_constraint => 'unique'.")));
+	appendStringInfoString(&name, primary ? "_pkey" : "_idx");
 	if (!PG_ARGISNULL(4))
 	{
 		resetStringInfo(&name);
@@ -1086,13 +1113,15 @@ cu_job_add_index(PG_FUNCTION_ARGS)
 						get_namespace_name(RelationGetNamespace(rel))),
 				 errhint("Give the index another name: index_name => ...")));
 	table_close(rel, AccessShareLock);
-	cu_catalog_exec("INSERT INTO customer_unify.job_index AS x (migration_id, index_name, relation_tag, columns, is_unique) "
-					"VALUES ($1, $2, $3, $4::pg_catalog.name[], $5) ON CONFLICT (migration_id, index_name) DO UPDATE "
+	cu_catalog_exec("INSERT INTO customer_unify.job_index AS x (migration_id, index_name, relation_tag, columns, is_unique, as_constraint) "
+					"VALUES ($1, $2, $3, $4::pg_catalog.name[], $5, $6) ON CONFLICT (migration_id, index_name) DO UPDATE "
 					"SET relation_tag = EXCLUDED.relation_tag, columns = EXCLUDED.columns, is_unique = EXCLUDED.is_unique, "
-					"state = 'planned', last_error = NULL, built_at = NULL",
-					5, (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTARRAYOID, BOOLOID},
+					"as_constraint = EXCLUDED.as_constraint, state = 'planned', last_error = NULL, built_at = NULL",
+					6, (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTARRAYOID, BOOLOID, TEXTOID},
 					(Datum[]) {Int64GetDatum(id), CStringGetTextDatum(name.data), CStringGetTextDatum(tag),
-					PointerGetDatum(cols), BoolGetDatum(is_unique)}, NULL, SPI_OK_INSERT);
+					PointerGetDatum(cols), BoolGetDatum(is_unique),
+					as_constraint ? CStringGetTextDatum(as_constraint) : (Datum) 0},
+					as_constraint ? NULL : "     n", SPI_OK_INSERT);
 	return job_control_end(name.data);
 }
 
@@ -1119,6 +1148,62 @@ job_drop_invalid_index(Oid nsp, const char *name, MemoryContext cxt)
 						  CMDTAG_DROP_INDEX, 0, NULL, NULL, cxt);
 }
 
+/* Is there a valid index of this name in the namespace?  (In a transaction.) */
+static bool
+job_index_is_valid(Oid nsp, const char *name)
+{
+	Oid			indexid = get_relname_relid(name, nsp);
+	HeapTuple	tup;
+	bool		valid = false;
+
+	tup = OidIsValid(indexid) ? SearchSysCache1(INDEXRELID, ObjectIdGetDatum(indexid)) : NULL;
+	if (HeapTupleIsValid(tup))
+	{
+		valid = ((Form_pg_index) GETSTRUCT(tup))->indisvalid;
+		ReleaseSysCache(tup);
+	}
+	return valid;
+}
+
+/*
+ * ALTER TABLE ... ADD CONSTRAINT ... USING INDEX: a brief lock, taken with
+ * the job's lock_timeout and tried again (backing off) while another
+ * session holds the table, so that no writer queues behind a long wait.
+ */
+static void
+job_attach_index(const char *sql, JobRow *j)
+{
+	int			attempt;
+
+	for (attempt = 1;; attempt++)
+	{
+		MemoryContext old = CurrentMemoryContext;
+
+		PG_TRY();
+		{
+			job_xact_begin();
+			(void) set_config_option("lock_timeout", psprintf("%d", j->lock_timeout_ms), PGC_USERSET,
+									 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
+			pgstat_report_activity(STATE_RUNNING, sql);
+			if (SPI_execute(sql, false, 0) != SPI_OK_UTILITY)
+				elog(ERROR, "customer_unify: attaching an index failed");
+			job_xact_end();
+			pgstat_report_activity(STATE_IDLE, NULL);
+			return;
+		}
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(old);
+			if (geterrcode() != ERRCODE_LOCK_NOT_AVAILABLE || attempt >= JOB_ATTACH_ATTEMPTS)
+				PG_RE_THROW();
+			FlushErrorState();
+			AbortCurrentTransaction();
+		}
+		PG_END_TRY();
+		cu_sleep_ms(cu_backoff_ms(attempt, 2000));
+	}
+}
+
 /*
  * Build the job's next planned index (CREATE [UNIQUE] INDEX CONCURRENTLY, a
  * top-level statement of the worker, as the owner); false when none is
@@ -1132,6 +1217,8 @@ job_build_next_index(JobRow *j, MemoryContext cxt)
 {
 	char	   *index_name = NULL;
 	char	   *sql = NULL;
+	char	   *attach_sql = NULL;
+	bool		exists_valid = false;
 	Oid			nsp = InvalidOid;
 	MemoryContext old;
 	volatile bool failed = false;
@@ -1139,8 +1226,8 @@ job_build_next_index(JobRow *j, MemoryContext cxt)
 
 	job_xact_begin();
 	if (SPI_execute_with_args("SELECT x.index_name::pg_catalog.text, x.relation_tag, x.is_unique, "
-							  "pg_catalog.array_to_string(ARRAY(SELECT pg_catalog.quote_ident(c) FROM pg_catalog.unnest(x.columns) c), ', ') "
-							  "FROM customer_unify.job_index x WHERE x.migration_id OPERATOR(pg_catalog.=) $1 "
+							  "pg_catalog.array_to_string(ARRAY(SELECT pg_catalog.quote_ident(c) FROM pg_catalog.unnest(x.columns) c), ', '), "
+							  "x.as_constraint FROM customer_unify.job_index x WHERE x.migration_id OPERATOR(pg_catalog.=) $1 "
 							  "AND x.state OPERATOR(pg_catalog.=) 'planned' ORDER BY x.index_name LIMIT 1",
 							  1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(job_args.migration_id)}, NULL, true, 1)
 		== SPI_OK_SELECT && SPI_processed == 1)
@@ -1148,6 +1235,7 @@ job_build_next_index(JobRow *j, MemoryContext cxt)
 		char	   *tag = job_getstr(2);
 		bool		is_unique = job_streq(job_getstr(3), "t");
 		char	   *cols = job_getstr(4);
+		char	   *constraint_type = job_getstr(5);
 		Oid			relid;
 
 		/* not in cxt: job_exec_toplevel resets it */
@@ -1161,6 +1249,12 @@ job_build_next_index(JobRow *j, MemoryContext cxt)
 		old = MemoryContextSwitchTo(TopMemoryContext);
 		sql = psprintf("CREATE %sINDEX CONCURRENTLY %s ON %s (%s)", is_unique ? "UNIQUE " : "",
 					   quote_identifier(index_name), cu_relation_qualified_name(relid), cols);
+		if (constraint_type != NULL)
+			attach_sql = psprintf("ALTER TABLE %s ADD CONSTRAINT %s %s USING INDEX %s",
+								  cu_relation_qualified_name(relid), quote_identifier(index_name),
+								  strcmp(constraint_type, "primary key") == 0 ? "PRIMARY KEY" : "UNIQUE",
+								  quote_identifier(index_name));
+		exists_valid = job_index_is_valid(nsp, index_name);
 		MemoryContextSwitchTo(old);
 		job_set_text(job_args.migration_id, "phase = $2", psprintf("index %s", index_name));
 	}
@@ -1170,7 +1264,14 @@ job_build_next_index(JobRow *j, MemoryContext cxt)
 
 	PG_TRY();
 	{
-		job_exec_toplevel(sql, CMDTAG_CREATE_INDEX, 0, NULL, NULL, cxt);
+		/* an index a former run built (and failed to attach) is kept; an invalid one goes */
+		if (!exists_valid)
+		{
+			job_drop_invalid_index(nsp, index_name, cxt);
+			job_exec_toplevel(sql, CMDTAG_CREATE_INDEX, 0, NULL, NULL, cxt);
+		}
+		if (attach_sql != NULL)
+			job_attach_index(attach_sql, j);
 	}
 	PG_CATCH();
 	{
@@ -1200,7 +1301,7 @@ job_build_next_index(JobRow *j, MemoryContext cxt)
 		ereport(ERROR,
 				(errcode(edata->sqlerrcode),
 				 errmsg("building index \"%s\" of migration \"%s\" failed: %s", index_name, j->name, edata->message),
-				 errdetail("The INVALID index the failed CREATE INDEX CONCURRENTLY left was dropped."),
+				 errdetail("An INVALID index a failed CREATE INDEX CONCURRENTLY left was dropped; a valid one that could not be attached is kept."),
 				 errhint("Fix the cause, then SELECT customer_unify.resume(%s);", quote_literal_cstr(j->name))));
 	}
 	pfree(sql);

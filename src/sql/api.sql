@@ -122,7 +122,8 @@ COMMENT ON FUNCTION customer_unify.rollback(text) IS
 CREATE OR REPLACE FUNCTION customer_unify.status(name text)
     RETURNS TABLE (migration text, kind text, state text, source text, target text, columns text[],
                    rows_done bigint, rows_total bigint, percent numeric, steps_run bigint,
-                   created_at timestamptz, updated_at timestamptz, next_step text)
+                   created_at timestamptz, updated_at timestamptz, next_step text,
+                   job_state text, job_error text)
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -137,7 +138,8 @@ BEGIN
                round(100.0 * sum(p.rows_done) / NULLIF(GREATEST(sum(p.rows_total), sum(p.rows_done)), 0), 1),
                (SELECT count(*) FROM customer_unify.step_log l WHERE l.migration_id = m.id),
                m.created_at, m.updated_at,
-               customer_unify._next_step_hint(m.state, m.name)
+               customer_unify._next_step_hint(m.state, m.name),
+               min(p.job_state), min(p.job_error)
           FROM customer_unify.progress p WHERE p.name = m.name;
 END
 $$;

@@ -7,9 +7,13 @@
  * 1.3 makes the merge's matching set-based and carries live migrations
  * over unchanged: 1.2's catalog tables keep their shape, every function is
  * replaced in place with the same signature, and the post step regenerates
- * the functions a live merge keeps in its work schema.
+ * the functions a live merge keeps in its work schema.  status() gains
+ * its job's state and error (a new result type: dropped here, created by
+ * api.sql); the progress view gains the job's columns at its end.
  */
 \echo Use "ALTER EXTENSION customer_unify UPDATE TO '1.3'" to load this file. \quit
+
+DROP FUNCTION customer_unify.status(text);
 -------------------------------------------------------------------------------
 -- catalog/jobs.sql: background jobs (1.3; fresh install and update alike).
 -- One row per migration that has or had a job: what its worker is asked to
@@ -61,16 +65,120 @@ CREATE TABLE customer_unify.job_index (
     relation_tag text NOT NULL,
     columns      name[] NOT NULL,
     is_unique    boolean NOT NULL DEFAULT false,
+    as_constraint text CHECK (as_constraint IN ('primary key', 'unique')),
     state        text NOT NULL DEFAULT 'planned' CHECK (state IN ('planned', 'built', 'failed')),
     last_error   text,
     built_at     timestamptz,
     PRIMARY KEY (migration_id, index_name)
 );
 COMMENT ON TABLE customer_unify.job_index IS
-    'Indexes a migration''s job builds concurrently on the tables the migration created, after the backfill: planned, built or failed (the invalid index dropped).';
+    'Indexes a migration''s job builds concurrently on the tables the migration created, after the backfill, and attaches as a primary key or unique constraint (as_constraint): planned, built or failed (an invalid index dropped).';
 SELECT pg_catalog.pg_extension_config_dump('customer_unify.job_index', '');
 REVOKE ALL ON customer_unify.job_index FROM PUBLIC;
 GRANT SELECT ON customer_unify.job_index TO PUBLIC;
+-------------------------------------------------------------------------------
+-- jobs.sql: background jobs (src/jobs.c).  A job runs a migration's phases
+-- in a background worker, as the migration's owner, from its state up to
+-- `until`; it stops between two batches (or phases) when paused or
+-- cancelled, and resume() continues it from the engine's checkpoint, also
+-- after the worker was killed or the server restarted.  Each control
+-- function checks that the caller may act for the migration (42501).
+-------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION customer_unify._job_alive(migration bigint) RETURNS boolean
+    LANGUAGE c VOLATILE STRICT
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'cu_job_alive';
+COMMENT ON FUNCTION customer_unify._job_alive(bigint) IS
+    'Does a worker of the migration''s job live (it holds the job''s advisory lock)?';
+
+CREATE OR REPLACE FUNCTION customer_unify._job_state(j customer_unify.job) RETURNS text
+    LANGUAGE sql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT CASE WHEN j.state IN ('starting', 'running') AND NOT customer_unify._job_alive(j.migration_id)
+                      THEN 'interrupted' ELSE j.state END $$;
+COMMENT ON FUNCTION customer_unify._job_state(customer_unify.job) IS
+    'The job''s state as the views show it: interrupted when it says starting or running but no worker holds its lock.';
+
+CREATE OR REPLACE FUNCTION customer_unify.launch(name text, until text DEFAULT 'backfilled',
+                                                 batch_size integer DEFAULT 10000,
+                                                 lock_timeout_ms integer DEFAULT 2000) RETURNS text
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'cu_job_launch';
+COMMENT ON FUNCTION customer_unify.launch(text, text, integer, integer) IS
+    'Runs the migration''s phases (start, backfill, verify, cutover, finalize) up to until in a background worker, as the migration''s owner; returns at once.';
+
+CREATE OR REPLACE FUNCTION customer_unify.pause(name text) RETURNS text
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'cu_job_pause';
+COMMENT ON FUNCTION customer_unify.pause(text) IS
+    'Asks the migration''s running job to stop after its current batch or phase; resume() continues it.';
+
+CREATE OR REPLACE FUNCTION customer_unify.resume(name text) RETURNS text
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'cu_job_resume';
+COMMENT ON FUNCTION customer_unify.resume(text) IS
+    'Continues a paused, interrupted (worker killed, server restarted) or failed job from the engine''s checkpoint.';
+
+CREATE OR REPLACE FUNCTION customer_unify.cancel(name text) RETURNS text
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'cu_job_cancel';
+COMMENT ON FUNCTION customer_unify.cancel(text) IS
+    'Stops the migration''s job for good after its current batch; the migration keeps its state and checkpoint.';
+
+CREATE OR REPLACE FUNCTION customer_unify.set_throttle(name text, nice double precision DEFAULT NULL,
+                                                       chunk_ms integer DEFAULT NULL,
+                                                       max_lag_bytes bigint DEFAULT NULL,
+                                                       window_start time DEFAULT NULL,
+                                                       window_end time DEFAULT NULL,
+                                                       throttle_query text DEFAULT NULL,
+                                                       max_lock_waits integer DEFAULT NULL,
+                                                       max_wal_bytes_per_sec bigint DEFAULT NULL) RETURNS void
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'cu_job_set_throttle';
+COMMENT ON FUNCTION customer_unify.set_throttle(text, double precision, integer, bigint, time, time, text, integer, bigint) IS
+    'Throttles the migration''s job from its next batch: sleep nice x batch time, batches of about chunk_ms, hold while replication lags more than max_lag_bytes, outside window_start .. window_end, while throttle_query returns true or while more than max_lock_waits lock requests on the migration''s tables wait, and sleep to keep the WAL the job writes under max_wal_bytes_per_sec. NULL turns one off.';
+
+CREATE OR REPLACE FUNCTION customer_unify.add_index(name text, columns text[], is_unique boolean DEFAULT false,
+                                                    relation_tag text DEFAULT 'target',
+                                                    index_name text DEFAULT NULL,
+                                                    as_constraint text DEFAULT NULL) RETURNS text
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'cu_job_add_index';
+COMMENT ON FUNCTION customer_unify.add_index(text, text[], boolean, text, text, text) IS
+    'Plans an index the migration''s job builds with CREATE [UNIQUE] INDEX CONCURRENTLY on a table the migration created, once the copy is in, and attaches with ADD CONSTRAINT ... USING INDEX when as_constraint is ''primary key'' or ''unique''; returns its name.';
+
+CREATE OR REPLACE VIEW customer_unify.jobs WITH (security_invoker = true) AS
+SELECT m.name,
+       m.kind,
+       m.state AS migration_state,
+       customer_unify._job_state(j) AS state,
+       j.request,
+       j.until,
+       j.phase,
+       j.role,
+       j.pid,
+       (SELECT sum(b.rows_done)::bigint FROM customer_unify.backfill_state b WHERE b.migration_id = m.id) AS rows_done,
+       (SELECT sum(b.rows_total)::bigint FROM customer_unify.backfill_state b WHERE b.migration_id = m.id) AS rows_total,
+       j.batch_size,
+       j.throttled_ms,
+       j.throttle_reason,
+       j.launched_at,
+       j.started_at,
+       j.updated_at,
+       j.finished_at,
+       j.last_sqlstate,
+       j.last_error
+  FROM customer_unify.job j
+  JOIN customer_unify.migration m ON m.id = j.migration_id;
+COMMENT ON VIEW customer_unify.jobs IS
+    'Background jobs: state (interrupted when the worker is gone), phase, progress, throttling and last error.';
+GRANT SELECT ON customer_unify.jobs TO PUBLIC;
 -------------------------------------------------------------------------------
 -- engine.sql: the engine's C entry points and its SQL helpers.
 --
@@ -340,10 +448,17 @@ SELECT m.name,
        b.started_at,
        b.updated_at,
        b.finished_at,
-       b.stream
+       b.stream,
+       customer_unify._job_state(j) AS job_state,
+       j.phase AS job_phase,
+       j.throttled_ms,
+       j.throttle_reason,
+       j.last_sqlstate AS job_sqlstate,
+       j.last_error AS job_error
   FROM customer_unify.migration m
-  LEFT JOIN customer_unify.backfill_state b ON b.migration_id = m.id;
-COMMENT ON VIEW customer_unify.progress IS 'Backfill progress of every migration and copy stream: rows done / estimated total, rate and ETA.';
+  LEFT JOIN customer_unify.backfill_state b ON b.migration_id = m.id
+  LEFT JOIN customer_unify.job j ON j.migration_id = m.id;
+COMMENT ON VIEW customer_unify.progress IS 'Backfill progress of every migration and copy stream: rows done / estimated total, rate and ETA; for a launched migration its job''s state, phase, time throttled and why, and last error.';
 GRANT SELECT ON customer_unify.progress TO PUBLIC;
 -------------------------------------------------------------------------------
 -- builders.sql: the shared step builders.  An operation's step generator is
@@ -4247,7 +4362,8 @@ COMMENT ON FUNCTION customer_unify.rollback(text) IS
 CREATE OR REPLACE FUNCTION customer_unify.status(name text)
     RETURNS TABLE (migration text, kind text, state text, source text, target text, columns text[],
                    rows_done bigint, rows_total bigint, percent numeric, steps_run bigint,
-                   created_at timestamptz, updated_at timestamptz, next_step text)
+                   created_at timestamptz, updated_at timestamptz, next_step text,
+                   job_state text, job_error text)
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -4262,7 +4378,8 @@ BEGIN
                round(100.0 * sum(p.rows_done) / NULLIF(GREATEST(sum(p.rows_total), sum(p.rows_done)), 0), 1),
                (SELECT count(*) FROM customer_unify.step_log l WHERE l.migration_id = m.id),
                m.created_at, m.updated_at,
-               customer_unify._next_step_hint(m.state, m.name)
+               customer_unify._next_step_hint(m.state, m.name),
+               min(p.job_state), min(p.job_error)
           FROM customer_unify.progress p WHERE p.name = m.name;
 END
 $$;
@@ -4313,101 +4430,6 @@ END
 $$;
 COMMENT ON PROCEDURE customer_unify.run(text, integer, integer, boolean) IS
     'Runs start, backfill, verify and cutover in one call (finalize => true also finalizes); resumes where it stopped.';
--------------------------------------------------------------------------------
--- jobs.sql: background jobs (src/jobs.c).  A job runs a migration's phases
--- in a background worker, as the migration's owner, from its state up to
--- `until`; it stops between two batches (or phases) when paused or
--- cancelled, and resume() continues it from the engine's checkpoint, also
--- after the worker was killed or the server restarted.  Each control
--- function checks that the caller may act for the migration (42501).
--------------------------------------------------------------------------------
-CREATE OR REPLACE FUNCTION customer_unify._job_alive(migration bigint) RETURNS boolean
-    LANGUAGE c VOLATILE STRICT
-    SET search_path = pg_catalog, pg_temp
-    AS 'MODULE_PATHNAME', 'cu_job_alive';
-COMMENT ON FUNCTION customer_unify._job_alive(bigint) IS
-    'Does a worker of the migration''s job live (it holds the job''s advisory lock)?';
-
-CREATE OR REPLACE FUNCTION customer_unify.launch(name text, until text DEFAULT 'backfilled',
-                                                 batch_size integer DEFAULT 10000,
-                                                 lock_timeout_ms integer DEFAULT 2000) RETURNS text
-    LANGUAGE c VOLATILE
-    SET search_path = pg_catalog, pg_temp
-    AS 'MODULE_PATHNAME', 'cu_job_launch';
-COMMENT ON FUNCTION customer_unify.launch(text, text, integer, integer) IS
-    'Runs the migration''s phases (start, backfill, verify, cutover, finalize) up to until in a background worker, as the migration''s owner; returns at once.';
-
-CREATE OR REPLACE FUNCTION customer_unify.pause(name text) RETURNS text
-    LANGUAGE c VOLATILE
-    SET search_path = pg_catalog, pg_temp
-    AS 'MODULE_PATHNAME', 'cu_job_pause';
-COMMENT ON FUNCTION customer_unify.pause(text) IS
-    'Asks the migration''s running job to stop after its current batch or phase; resume() continues it.';
-
-CREATE OR REPLACE FUNCTION customer_unify.resume(name text) RETURNS text
-    LANGUAGE c VOLATILE
-    SET search_path = pg_catalog, pg_temp
-    AS 'MODULE_PATHNAME', 'cu_job_resume';
-COMMENT ON FUNCTION customer_unify.resume(text) IS
-    'Continues a paused, interrupted (worker killed, server restarted) or failed job from the engine''s checkpoint.';
-
-CREATE OR REPLACE FUNCTION customer_unify.cancel(name text) RETURNS text
-    LANGUAGE c VOLATILE
-    SET search_path = pg_catalog, pg_temp
-    AS 'MODULE_PATHNAME', 'cu_job_cancel';
-COMMENT ON FUNCTION customer_unify.cancel(text) IS
-    'Stops the migration''s job for good after its current batch; the migration keeps its state and checkpoint.';
-
-CREATE OR REPLACE FUNCTION customer_unify.set_throttle(name text, nice double precision DEFAULT NULL,
-                                                       chunk_ms integer DEFAULT NULL,
-                                                       max_lag_bytes bigint DEFAULT NULL,
-                                                       window_start time DEFAULT NULL,
-                                                       window_end time DEFAULT NULL,
-                                                       throttle_query text DEFAULT NULL,
-                                                       max_lock_waits integer DEFAULT NULL,
-                                                       max_wal_bytes_per_sec bigint DEFAULT NULL) RETURNS void
-    LANGUAGE c VOLATILE
-    SET search_path = pg_catalog, pg_temp
-    AS 'MODULE_PATHNAME', 'cu_job_set_throttle';
-COMMENT ON FUNCTION customer_unify.set_throttle(text, double precision, integer, bigint, time, time, text, integer, bigint) IS
-    'Throttles the migration''s job from its next batch: sleep nice x batch time, batches of about chunk_ms, hold while replication lags more than max_lag_bytes, outside window_start .. window_end, while throttle_query returns true or while more than max_lock_waits lock requests on the migration''s tables wait, and sleep to keep the WAL the job writes under max_wal_bytes_per_sec. NULL turns one off.';
-
-CREATE OR REPLACE FUNCTION customer_unify.add_index(name text, columns text[], is_unique boolean DEFAULT false,
-                                                    relation_tag text DEFAULT 'target',
-                                                    index_name text DEFAULT NULL) RETURNS text
-    LANGUAGE c VOLATILE
-    SET search_path = pg_catalog, pg_temp
-    AS 'MODULE_PATHNAME', 'cu_job_add_index';
-COMMENT ON FUNCTION customer_unify.add_index(text, text[], boolean, text, text) IS
-    'Plans an index the migration''s job builds with CREATE [UNIQUE] INDEX CONCURRENTLY on a table the migration created, once the copy is in; returns its name.';
-
-CREATE OR REPLACE VIEW customer_unify.jobs WITH (security_invoker = true) AS
-SELECT m.name,
-       m.kind,
-       m.state AS migration_state,
-       CASE WHEN j.state IN ('starting', 'running') AND NOT customer_unify._job_alive(j.migration_id)
-            THEN 'interrupted' ELSE j.state END AS state,
-       j.request,
-       j.until,
-       j.phase,
-       j.role,
-       j.pid,
-       (SELECT sum(b.rows_done)::bigint FROM customer_unify.backfill_state b WHERE b.migration_id = m.id) AS rows_done,
-       (SELECT sum(b.rows_total)::bigint FROM customer_unify.backfill_state b WHERE b.migration_id = m.id) AS rows_total,
-       j.batch_size,
-       j.throttled_ms,
-       j.throttle_reason,
-       j.launched_at,
-       j.started_at,
-       j.updated_at,
-       j.finished_at,
-       j.last_sqlstate,
-       j.last_error
-  FROM customer_unify.job j
-  JOIN customer_unify.migration m ON m.id = j.migration_id;
-COMMENT ON VIEW customer_unify.jobs IS
-    'Background jobs: state (interrupted when the worker is gone), phase, progress, throttling and last error.';
-GRANT SELECT ON customer_unify.jobs TO PUBLIC;
 -------------------------------------------------------------------------------
 -- registry.sql: the operations of this release.  Fresh install and update
 -- alike: a kind a previous release registered gets its current functions.

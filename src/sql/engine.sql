@@ -267,8 +267,15 @@ SELECT m.name,
        b.started_at,
        b.updated_at,
        b.finished_at,
-       b.stream
+       b.stream,
+       customer_unify._job_state(j) AS job_state,
+       j.phase AS job_phase,
+       j.throttled_ms,
+       j.throttle_reason,
+       j.last_sqlstate AS job_sqlstate,
+       j.last_error AS job_error
   FROM customer_unify.migration m
-  LEFT JOIN customer_unify.backfill_state b ON b.migration_id = m.id;
-COMMENT ON VIEW customer_unify.progress IS 'Backfill progress of every migration and copy stream: rows done / estimated total, rate and ETA.';
+  LEFT JOIN customer_unify.backfill_state b ON b.migration_id = m.id
+  LEFT JOIN customer_unify.job j ON j.migration_id = m.id;
+COMMENT ON VIEW customer_unify.progress IS 'Backfill progress of every migration and copy stream: rows done / estimated total, rate and ETA; for a launched migration its job''s state, phase, time throttled and why, and last error.';
 GRANT SELECT ON customer_unify.progress TO PUBLIC;

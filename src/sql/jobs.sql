@@ -13,6 +13,14 @@ CREATE OR REPLACE FUNCTION customer_unify._job_alive(migration bigint) RETURNS b
 COMMENT ON FUNCTION customer_unify._job_alive(bigint) IS
     'Does a worker of the migration''s job live (it holds the job''s advisory lock)?';
 
+CREATE OR REPLACE FUNCTION customer_unify._job_state(j customer_unify.job) RETURNS text
+    LANGUAGE sql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT CASE WHEN j.state IN ('starting', 'running') AND NOT customer_unify._job_alive(j.migration_id)
+                      THEN 'interrupted' ELSE j.state END $$;
+COMMENT ON FUNCTION customer_unify._job_state(customer_unify.job) IS
+    'The job''s state as the views show it: interrupted when it says starting or running but no worker holds its lock.';
+
 CREATE OR REPLACE FUNCTION customer_unify.launch(name text, until text DEFAULT 'backfilled',
                                                  batch_size integer DEFAULT 10000,
                                                  lock_timeout_ms integer DEFAULT 2000) RETURNS text
@@ -59,19 +67,19 @@ COMMENT ON FUNCTION customer_unify.set_throttle(text, double precision, integer,
 
 CREATE OR REPLACE FUNCTION customer_unify.add_index(name text, columns text[], is_unique boolean DEFAULT false,
                                                     relation_tag text DEFAULT 'target',
-                                                    index_name text DEFAULT NULL) RETURNS text
+                                                    index_name text DEFAULT NULL,
+                                                    as_constraint text DEFAULT NULL) RETURNS text
     LANGUAGE c VOLATILE
     SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'cu_job_add_index';
-COMMENT ON FUNCTION customer_unify.add_index(text, text[], boolean, text, text) IS
-    'Plans an index the migration''s job builds with CREATE [UNIQUE] INDEX CONCURRENTLY on a table the migration created, once the copy is in; returns its name.';
+COMMENT ON FUNCTION customer_unify.add_index(text, text[], boolean, text, text, text) IS
+    'Plans an index the migration''s job builds with CREATE [UNIQUE] INDEX CONCURRENTLY on a table the migration created, once the copy is in, and attaches with ADD CONSTRAINT ... USING INDEX when as_constraint is ''primary key'' or ''unique''; returns its name.';
 
 CREATE OR REPLACE VIEW customer_unify.jobs WITH (security_invoker = true) AS
 SELECT m.name,
        m.kind,
        m.state AS migration_state,
-       CASE WHEN j.state IN ('starting', 'running') AND NOT customer_unify._job_alive(j.migration_id)
-            THEN 'interrupted' ELSE j.state END AS state,
+       customer_unify._job_state(j) AS state,
        j.request,
        j.until,
        j.phase,

@@ -102,8 +102,8 @@ SELECT is(pg_temp.missing('customer_unify.backfill_state',
           '{migration_id,last_key,rows_done,rows_total,batches,started_at,updated_at,finished_at,stream,key_type,position,end_position,plan}'),
           '{}'::name[], 'backfill_state has all documented columns, the typed checkpoint included');
 SELECT is(pg_temp.missing('customer_unify.progress',
-          '{name,state,rows_done,rows_total,percent,rows_per_sec,eta,batches,last_key,updated_at}'),
-          '{}'::name[], 'progress has all documented columns');
+          '{name,state,rows_done,rows_total,percent,rows_per_sec,eta,batches,last_key,updated_at,job_state,job_phase,throttled_ms,throttle_reason,job_sqlstate,job_error}'),
+          '{}'::name[], 'progress has all documented columns, its job''s included');
 SELECT is(pg_temp.missing('customer_unify.operation',
           '{kind,validate,steps,copy_plan,verify,dependents,describe,security}'),
           '{}'::name[], 'operation has a function for every role of an operation');

@@ -49,13 +49,14 @@ CREATE TABLE customer_unify.job_index (
     relation_tag text NOT NULL,
     columns      name[] NOT NULL,
     is_unique    boolean NOT NULL DEFAULT false,
+    as_constraint text CHECK (as_constraint IN ('primary key', 'unique')),
     state        text NOT NULL DEFAULT 'planned' CHECK (state IN ('planned', 'built', 'failed')),
     last_error   text,
     built_at     timestamptz,
     PRIMARY KEY (migration_id, index_name)
 );
 COMMENT ON TABLE customer_unify.job_index IS
-    'Indexes a migration''s job builds concurrently on the tables the migration created, after the backfill: planned, built or failed (the invalid index dropped).';
+    'Indexes a migration''s job builds concurrently on the tables the migration created, after the backfill, and attaches as a primary key or unique constraint (as_constraint): planned, built or failed (an invalid index dropped).';
 SELECT pg_catalog.pg_extension_config_dump('customer_unify.job_index', '');
 REVOKE ALL ON customer_unify.job_index FROM PUBLIC;
 GRANT SELECT ON customer_unify.job_index TO PUBLIC;

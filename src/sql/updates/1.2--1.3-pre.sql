@@ -7,6 +7,10 @@
  * 1.3 makes the merge's matching set-based and carries live migrations
  * over unchanged: 1.2's catalog tables keep their shape, every function is
  * replaced in place with the same signature, and the post step regenerates
- * the functions a live merge keeps in its work schema.
+ * the functions a live merge keeps in its work schema.  status() gains
+ * its job's state and error (a new result type: dropped here, created by
+ * api.sql); the progress view gains the job's columns at its end.
  */
 \echo Use "ALTER EXTENSION customer_unify UPDATE TO '1.3'" to load this file. \quit
+
+DROP FUNCTION customer_unify.status(text);
