@@ -217,6 +217,44 @@ CALL regress_util.wait_job('jr', $$j.state IN ('finished', 'failed')$$);
 SELECT state, migration_state, rows_done, last_error FROM customer_unify.jobs WHERE name = 'jr';
 SELECT customer_unify.rollback('jr');
 
+-- 8e. a split's own key built after the copy: start makes the target
+-- without its primary key, verify fails until the job built it, and the job
+-- builds it concurrently and attaches it (ADD PRIMARY KEY USING INDEX)
+SELECT regress_util.try($$SELECT customer_unify.split('jk', 'jb.people', 'people_bits5', ARRAY['nick'], 'person_id',
+                                                     key_index => 'later')$$) AS key_index_unknown;
+SELECT regress_util.try_detail($$SELECT customer_unify.split('jk', 'jb.people', 'people_bits5', ARRAY['nick'], 'person_id',
+                                                            key_index => 'after_copy')$$) AS after_copy_without_key;
+SELECT customer_unify.split('jk', 'jb.people', 'people_bits5', ARRAY['nick'], 'person_id',
+                            target_key => 'id', key_index => 'after_copy') > 0 AS planned;
+SELECT customer_unify.start('jk');
+SELECT (SELECT count(*) FROM pg_constraint c WHERE c.conrelid = 'jb.people_bits5'::regclass AND c.contype = 'p') AS primary_keys,
+       (SELECT attnotnull FROM pg_attribute WHERE attrelid = 'jb.people_bits5'::regclass AND attname = 'id') AS id_not_null;
+SELECT x.index_name, x.relation_tag, x.columns, x.is_unique, x.as_constraint, x.state
+  FROM customer_unify.job_index x JOIN customer_unify.migration m ON m.id = x.migration_id WHERE m.name = 'jk';
+-- add_index refuses what cannot be attached
+SELECT regress_util.try($$SELECT customer_unify.add_index('jk', ARRAY['nick'], true, as_constraint => 'foreign key')$$) AS constraint_unknown;
+SELECT regress_util.try($$SELECT customer_unify.add_index('jk', ARRAY['nick'], false, as_constraint => 'unique')$$) AS constraint_not_unique;
+SELECT regress_util.try_detail($$SELECT customer_unify.add_index('jk', ARRAY['nick'], true, as_constraint => 'primary key')$$) AS nullable_primary_key;
+-- in the foreground, the copy runs; verify refuses until the job built the key
+CALL customer_unify.backfill('jk', batch_size => 2000);
+SELECT check_name, expected, actual, ok FROM customer_unify.verify('jk') WHERE check_name LIKE 'index %';
+SELECT state FROM customer_unify.migration WHERE name = 'jk';
+-- a mirrored insert during the copy got its own key from the identity
+INSERT INTO jb.people VALUES (6001, 'p6001@example.com', 'late');
+SELECT customer_unify.launch('jk', until => 'verified');
+CALL regress_util.wait_job('jk', $$j.state IN ('finished', 'failed')$$);
+SELECT state, migration_state, last_error FROM customer_unify.jobs WHERE name = 'jk';
+SELECT c.conname, c.contype, i.indisvalid, i.indisprimary, pg_get_indexdef(i.indexrelid)
+  FROM pg_constraint c JOIN pg_index i ON i.indexrelid = c.conindid
+ WHERE c.conrelid = 'jb.people_bits5'::regclass AND c.contype = 'p';
+SELECT x.state, x.built_at IS NOT NULL AS built FROM customer_unify.job_index x JOIN customer_unify.migration m ON m.id = x.migration_id WHERE m.name = 'jk';
+SELECT check_name, ok FROM customer_unify.verify('jk') WHERE check_name LIKE 'index %' OR NOT ok;
+SELECT count(*) AS rows, count(DISTINCT id) AS own_keys FROM jb.people_bits5;
+-- a second primary key is refused
+SELECT regress_util.try_detail($$SELECT customer_unify.add_index('jk', ARRAY['person_id'], true, as_constraint => 'primary key')$$) AS second_primary_key;
+SELECT customer_unify.rollback('jk');
+DELETE FROM jb.people WHERE id = 6001;
+
 -- 9. the worker logs in as the owner: an owner without LOGIN is refused at launch
 SET ROLE regress_job_nologin;
 CREATE TABLE jb.nl (id int PRIMARY KEY, nick text);

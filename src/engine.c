@@ -37,6 +37,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
+#include "catalog/namespace.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
@@ -595,6 +596,16 @@ apply_registers(Migration *m, Step *s)
 		if (SPI_processed != 1)
 			elog(ERROR, "customer_unify: the relation created by step %d was not found", s->seq);
 	}
+	/* an index the migration's job builds after the copy (1.3 on) */
+	if (strstr(s->registers, "\"job_index\"") != NULL)
+		cu_catalog_exec("INSERT INTO customer_unify.job_index AS x "
+						"(migration_id, index_name, relation_tag, columns, is_unique, as_constraint) "
+						"SELECT $1, i->>'index_name', i->>'relation_tag', "
+						"ARRAY(SELECT pg_catalog.jsonb_array_elements_text(i->'columns'))::pg_catalog.name[], "
+						"(i->>'is_unique')::pg_catalog.bool, i->>'as_constraint' "
+						"FROM (SELECT $2->'job_index' AS i) j "
+						"ON CONFLICT (migration_id, index_name) DO UPDATE SET state = 'planned', last_error = NULL, built_at = NULL",
+						2, types, values, NULL, SPI_OK_INSERT);
 	if (strstr(s->registers, "\"map_mode\"") != NULL)
 		cu_catalog_exec("UPDATE customer_unify.sync_map SET mode = $2->'map_mode'->>'mode' "
 						"WHERE migration_id OPERATOR(pg_catalog.=) $1 "
@@ -877,6 +888,7 @@ cu_verify(PG_FUNCTION_ARGS)
 	Datum		values[1] = {Int64GetDatum(id)};
 	MemoryContext per_query;
 	MemoryContext old;
+	bool		has_job_index;
 
 	InitMaterializedSRF(fcinfo, 0);
 	per_query = rsinfo->econtext->ecxt_per_query_memory;
@@ -894,10 +906,20 @@ cu_verify(PG_FUNCTION_ARGS)
 				 errdetail("verify needs state started or backfilled or verified or cut_over.")));
 	fn = operation_function(m.kind, "verify");
 	owner = migration_tables_owner(&m);
+	/* the operation's checks, then the indexes its job builds (add_index; 1.3 on) */
+	has_job_index = OidIsValid(get_relname_relid("job_index", get_namespace_oid("customer_unify", false)));
 	rc = cu_spi_as(owner, true,
 				   psprintf("SELECT v.check_name, v.expected, v.actual, v.ok "
 							"FROM customer_unify.migration m, %s(m) v "
-							"WHERE m.id OPERATOR(pg_catalog.=) $1", fn),
+							"WHERE m.id OPERATOR(pg_catalog.=) $1 %s", fn, !has_job_index ? "" :
+							"UNION ALL "
+							"SELECT * FROM (SELECT 'index ' OPERATOR(pg_catalog.||) x.index_name OPERATOR(pg_catalog.||) "
+							"' built by the job', 'built', x.state OPERATOR(pg_catalog.||) "
+							"CASE WHEN x.state OPERATOR(pg_catalog.<>) 'built' "
+							"THEN ' (customer_unify.launch builds it with CREATE INDEX CONCURRENTLY)' ELSE '' END, "
+							"x.state OPERATOR(pg_catalog.=) 'built' "
+							"FROM customer_unify.job_index x WHERE x.migration_id OPERATOR(pg_catalog.=) $1 "
+							"ORDER BY x.index_name) i"),
 				   NULL, 1, types, values, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "customer_unify: verify failed: %s", SPI_result_code_string(rc));

@@ -1098,6 +1098,7 @@ cu_job_add_index(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
 				 errmsg("%s already has a primary key", RelationGetRelationName(rel)),
+				 errdetail("Its primary key is index %s.", get_rel_name(RelationGetPrimaryKeyIndex(rel))),
 				 errhint("Attach the index as a unique constraint instead: as_constraint => 'unique'.")));
 	appendStringInfoString(&name, primary ? "_pkey" : "_idx");
 	if (!PG_ARGISNULL(4))

@@ -9,11 +9,13 @@
  * replaced in place with the same signature, and the post step regenerates
  * the functions a live merge keeps in its work schema.  status() gains
  * its job's state and error (a new result type: dropped here, created by
- * api.sql); the progress view gains the job's columns at its end.
+ * api.sql); the progress view gains the job's columns at its end;
+ * split() gains key_index (dropped here, created by split.sql).
  */
 \echo Use "ALTER EXTENSION customer_unify UPDATE TO '1.3'" to load this file. \quit
 
 DROP FUNCTION customer_unify.status(text);
+DROP FUNCTION customer_unify.split(text, regclass, text, text[], text, text, text);
 -------------------------------------------------------------------------------
 -- catalog/jobs.sql: background jobs (1.3; fresh install and update alike).
 -- One row per migration that has or had a job: what its worker is asked to
@@ -1266,7 +1268,9 @@ $$;
 
 -- Validate a split and return its plan for the engine; raises with a
 -- specific SQLSTATE on the first problem found, before anything exists.
--- args: source (oid), target, columns, link_column, target_schema, target_key.
+-- args: source (oid), target, columns, link_column, target_schema, target_key,
+-- key_index ('during_copy': the own key's primary key exists during the copy;
+-- 'after_copy': a job builds it concurrently once the copy is in).
 CREATE OR REPLACE FUNCTION customer_unify._split_validate(p_name text, p_args jsonb)
     RETURNS jsonb
     LANGUAGE plpgsql STABLE
@@ -1277,6 +1281,7 @@ DECLARE
     v_target    text := p_args->>'target';
     v_columns   text[] := ARRAY(SELECT jsonb_array_elements_text(p_args->'columns'));
     v_tkey      text := p_args->>'target_key';
+    v_kidx      text := coalesce(p_args->>'key_index', 'during_copy');
     v_rel       record;
     v_key       record;
     v_nkey      int;
@@ -1454,6 +1459,16 @@ BEGIN
     IF v_link = ANY (v_columns) THEN
         RAISE EXCEPTION 'link column "%" has the name of a moved column', v_link USING ERRCODE = 'duplicate_column';
     END IF;
+    IF v_kidx NOT IN ('during_copy', 'after_copy') THEN
+        RAISE EXCEPTION 'key_index must be ''during_copy'' or ''after_copy'', not "%"', v_kidx
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF v_kidx = 'after_copy' AND v_tkey IS NULL THEN
+        RAISE EXCEPTION 'key_index => ''after_copy'' needs a target_key'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Without an own key the link column is the new table''s primary key, which the sync triggers need from the start.',
+                  HINT = 'Give target_key => ''id'', or leave key_index at ''during_copy''.';
+    END IF;
     IF v_tkey IS NOT NULL AND (v_tkey = v_link OR v_tkey = ANY (v_columns)) THEN
         RAISE EXCEPTION 'target_key "%" clashes with another target column', v_tkey USING ERRCODE = 'duplicate_column';
     END IF;
@@ -1523,6 +1538,7 @@ BEGIN
             'target_table',  v_target,
             'link_column',   v_link,
             'target_key',    v_tkey,
+            'key_index',     v_kidx,
             'columns',       to_jsonb(v_columns),
             'compat_schema', v_compat,
             'args',          p_args - 'source'),
@@ -1558,7 +1574,8 @@ CREATE OR REPLACE FUNCTION customer_unify.split(
     columns       text[],
     link_column   text DEFAULT NULL,
     target_schema text DEFAULT NULL,
-    target_key    text DEFAULT NULL)
+    target_key    text DEFAULT NULL,
+    key_index     text DEFAULT 'during_copy')
     RETURNS bigint
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -1574,7 +1591,8 @@ BEGIN
     v_id := customer_unify._create_migration('split', split.name,
                 jsonb_build_object('source', split.source::oid, 'target', split.target,
                                    'columns', to_jsonb(split.columns), 'link_column', split.link_column,
-                                   'target_schema', split.target_schema, 'target_key', split.target_key));
+                                   'target_schema', split.target_schema, 'target_key', split.target_key,
+                                   'key_index', split.key_index));
     -- dependents are found now, not at finalize
     SELECT string_agg(format('%s %s (%s)', d.object_type, d.object_name, d.dependency), E'\n' ORDER BY d.object_type, d.object_name)
       INTO v_list
@@ -1594,8 +1612,8 @@ BEGIN
     RETURN v_id;
 END
 $$;
-COMMENT ON FUNCTION customer_unify.split(text, regclass, text, text[], text, text, text) IS
-    'Plans moving columns of a table into a new 1:1 table. Validates everything; creates nothing.';
+COMMENT ON FUNCTION customer_unify.split(text, regclass, text, text[], text, text, text, text) IS
+    'Plans moving columns of a table into a new 1:1 table (key_index => ''after_copy'': a launched job builds the own key''s primary key concurrently after the copy). Validates everything; creates nothing.';
 
 -- What a split keeps in the target, from the catalog: the moved columns in
 -- source order with everything that re-creates them.
@@ -1653,6 +1671,7 @@ DECLARE
     v_fn      text;
     v_viewcols text[] := '{}';
     v_finalcols text[] := '{}';
+    v_key_after boolean := coalesce(s->>'key_index', 'during_copy') = 'after_copy';
     st        customer_unify.step_def;
     v_phase   text;
     v_steps   customer_unify.step_def[];
@@ -1678,7 +1697,8 @@ BEGIN
         customer_unify._b_step(
             format('CREATE TABLE %s (%s%I %s NOT NULL, %s, %s)', v_tgt,
                    CASE WHEN s->>'target_key' IS NOT NULL
-                        THEN quote_ident(s->>'target_key') || ' bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, ' ELSE '' END,
+                        THEN quote_ident(s->>'target_key') || ' bigint GENERATED BY DEFAULT AS IDENTITY '
+                             || CASE WHEN v_key_after THEN 'NOT NULL, ' ELSE 'PRIMARY KEY, ' END ELSE '' END,
                    v_link, (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
                              WHERE a.attrelid = m.source AND a.attname = v_key),
                    array_to_string(v_defs, ', '),
@@ -1686,7 +1706,13 @@ BEGIN
                         ELSE format('PRIMARY KEY (%I)', v_link) END),
             format('DROP TABLE IF EXISTS %s', v_tgt), 'ACCESS EXCLUSIVE', v_tgt || ' (new)',
             jsonb_build_object('relation', jsonb_build_object('tag', 'target', 'role', 'target',
-                               'nspname', s->>'target_schema', 'relname', s->>'target_table')))];
+                               'nspname', s->>'target_schema', 'relname', s->>'target_table'))
+            -- the own key's primary key, built by the job after the copy
+            -- (CREATE UNIQUE INDEX CONCURRENTLY, ADD PRIMARY KEY USING INDEX)
+            || CASE WHEN v_key_after THEN jsonb_build_object('job_index', jsonb_build_object(
+                   'index_name', left(s->>'target_table', 58) || '_pkey', 'relation_tag', 'target',
+                   'columns', jsonb_build_array(s->>'target_key'), 'is_unique', true, 'as_constraint', 'primary key'))
+               ELSE '{}' END)];
     -- comments of the moved columns
     v_steps := v_steps || ARRAY(
         SELECT customer_unify._b_step(format('COMMENT ON COLUMN %s.%I IS %L', v_tgt, c.attname, c.comment),

@@ -9,8 +9,10 @@
  * replaced in place with the same signature, and the post step regenerates
  * the functions a live merge keeps in its work schema.  status() gains
  * its job's state and error (a new result type: dropped here, created by
- * api.sql); the progress view gains the job's columns at its end.
+ * api.sql); the progress view gains the job's columns at its end;
+ * split() gains key_index (dropped here, created by split.sql).
  */
 \echo Use "ALTER EXTENSION customer_unify UPDATE TO '1.3'" to load this file. \quit
 
 DROP FUNCTION customer_unify.status(text);
+DROP FUNCTION customer_unify.split(text, regclass, text, text[], text, text, text);
