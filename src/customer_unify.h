@@ -212,6 +212,7 @@ extern int	cu_backoff_ms(int attempt, int cap_ms);
 /* module init hooks */
 extern void cu_guard_init(void);
 extern void cu_mirror_init(void);
+extern void cu_job_refuse_if_running(int64 id, const char *name, const char *phase);	/* jobs.c: 55006 */
 extern void cu_jobs_init(void);	/* jobs.c: the static launcher (shared_preload_libraries) */
 
 #endif							/* CUSTOMER_UNIFY_H */

@@ -664,6 +664,11 @@ set_state(Migration *m, const char *state)
 	cu_catalog_exec("UPDATE customer_unify.migration_relation "
 					"SET live = $2 OPERATOR(pg_catalog.=) ANY (ARRAY['planned', 'started', 'backfilled', 'verified', 'cut_over']) "
 					"WHERE migration_id OPERATOR(pg_catalog.=) $1", 2, types, values, NULL, SPI_OK_UPDATE);
+	/* a rolled-back migration's tables are gone, and so are the indexes its job would build (1.3 on) */
+	if (strcmp(state, "rolled_back") == 0 &&
+		OidIsValid(get_relname_relid("job_index", get_namespace_oid("customer_unify", false))))
+		cu_catalog_exec("DELETE FROM customer_unify.job_index WHERE migration_id OPERATOR(pg_catalog.=) $1",
+						1, types, values, NULL, SPI_OK_DELETE);
 }
 
 /* Run the steps once, in the current subtransaction. */
@@ -758,6 +763,8 @@ cu_run_phase_internal(int64 migration_id, const char *phase, Jsonb *options)
 		cu_check_rights(m.id, strcmp(phase, "cutover") == 0 ? "cut over" :
 						strcmp(phase, "rollback") == 0 ? "roll back" : phase);
 	phase_check_state(rule, &m);
+	if (!rule->internal && strcmp(phase, "resync") != 0)
+		cu_job_refuse_if_running(m.id, m.name, phase);
 	if (rule->once && phase_already_run(&m, rule))
 	{
 		AtEOXact_GUC(true, nest);

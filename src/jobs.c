@@ -289,6 +289,25 @@ job_effective_state(int64 id, JobRow *j)
 	return j->state;
 }
 
+/*
+ * A phase run by hand (start, cutover, finalize, rollback, ...) while a
+ * job's worker is at work on the same migration is refused: the two would
+ * race over its tables (a rollback dropping the table a batch or a CREATE
+ * INDEX CONCURRENTLY is writing).  The worker itself holds the lock and is
+ * not refused.
+ */
+void
+cu_job_refuse_if_running(int64 id, const char *name, const char *phase)
+{
+	if (job_worker_alive(id))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_IN_USE),
+				 errmsg("cannot run %s of migration \"%s\": its job is running", phase, name),
+				 errdetail("A background worker runs the migration's phases; two at once would race over its tables."),
+				 errhint("Stop the job first: SELECT customer_unify.pause(%s); (or cancel), and wait until customer_unify.jobs shows it paused.",
+						 quote_literal_cstr(name))));
+}
+
 PG_FUNCTION_INFO_V1(cu_job_alive);
 
 /* customer_unify._job_alive(migration bigint): does a worker of its job live? */
