@@ -980,8 +980,11 @@ static void
 job_run_phase(JobRow *j, MemoryContext cxt)
 {
 	const char *state = j->migration_state;
+	static const char *const phases[] = {"start", "backfill", "verify", "cutover", "finalize", NULL};
+	int			k = job_state_index(state);
 
-	job_set_text_own("phase = $2", state);
+	/* the phase it runs now, as the engine names it (start from planned, backfill from started, ...) */
+	job_set_text_own("phase = $2", k >= 0 && k < 5 ? phases[k] : state);
 	if (strcmp(state, "planned") == 0)
 		(void) job_exec_phase("SELECT customer_unify.start($1)", j->name, cxt);
 	else if (strcmp(state, "started") == 0)
