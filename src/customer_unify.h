@@ -16,6 +16,7 @@
  *	                  phone.cpp (C++, libphonenumber) is reached through phone.h
  *	  merge_sync.c    the merge's capture trigger, crosswalk writers, decisions
  *	  jobs.c          background jobs: launch / pause / resume / cancel, the worker, throttling
+ *	  touch.c         the table kit's updated_at trigger (stamps only on a real change)
  *-------------------------------------------------------------------------
  */
 #ifndef CUSTOMER_UNIFY_H
