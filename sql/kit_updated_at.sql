@@ -44,7 +44,7 @@ SELECT count(*) AS migrations FROM customer_unify.migration WHERE name = 'k';
 
 -- 2. plan, preview, start: one trigger, a BEFORE UPDATE row trigger in C
 SELECT customer_unify.updated_at('k', 'kit.customers', created_column => 'created_at') > 0 AS planned;
-SELECT phase, step, regexp_replace(statement, 'customer_unify_\d+_', 'customer_unify_N_', 'g') AS statement, lock_mode FROM customer_unify.preview('k') ORDER BY phase, step;
+SELECT phase, step, regexp_replace(statement, '(customer_unify_|_gate_verify\()\d+', '\1N', 'g') AS statement, lock_mode FROM customer_unify.preview('k') ORDER BY phase, step;
 SELECT customer_unify.start('k');
 SELECT regexp_replace(t.tgname, 'customer_unify_\d+_', 'customer_unify_N_', 'g') AS tgname, regexp_replace(pg_get_triggerdef(t.oid), 'customer_unify_\d+_', 'customer_unify_N_', 'g') AS definition FROM pg_trigger t WHERE t.tgrelid = 'kit.customers'::regclass AND NOT t.tgisinternal;
 RESET ROLE;
