@@ -49,6 +49,8 @@ SELECT regress_util.try($$SELECT customer_unify.launch('jm', until => 'planned')
 SELECT regress_util.try($$SELECT customer_unify.launch('jm', until => 'done')$$) AS until_unknown;
 SELECT regress_util.try($$SELECT customer_unify.launch('jm', batch_size => 0)$$) AS batch_zero;
 SELECT regress_util.try($$SELECT customer_unify.set_throttle('jm', nice => -1)$$) AS nice_negative;
+SELECT regress_util.try($$SELECT customer_unify.set_throttle('jm', nice => 'Infinity')$$) AS nice_infinite;
+SELECT regress_util.try($$SELECT customer_unify.set_throttle('jm', nice => 'NaN')$$) AS nice_nan;
 SELECT regress_util.try($$SELECT customer_unify.set_throttle('jm', chunk_ms => 0)$$) AS chunk_zero;
 SELECT regress_util.try($$SELECT customer_unify.set_throttle('jm', max_lag_bytes => 0)$$) AS lag_zero;
 SELECT regress_util.try($$SELECT customer_unify.set_throttle('jm', max_lock_waits => -1)$$) AS lock_waits_negative;
@@ -228,7 +230,17 @@ SELECT regress_util.try_detail($$SELECT customer_unify.split('jk', 'jb.people', 
                                                             key_index => 'after_copy')$$) AS after_copy_without_key;
 SELECT customer_unify.split('jk', 'jb.people', 'people_bits5', ARRAY['nick'], 'person_id',
                             target_key => 'id', key_index => 'after_copy') > 0 AS planned;
+-- under a publication the application's writes go on while the new table has no primary key
+SET client_min_messages = error;
+CREATE PUBLICATION jk_pub FOR ALL TABLES;
+SET client_min_messages = warning;
 SELECT customer_unify.start('jk');
+SELECT c.relreplident, i.indexrelid::regclass AS identity_index FROM pg_class c
+  LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisreplident WHERE c.oid = 'jb.people_bits5'::regclass;
+SELECT regress_util.try($$UPDATE jb.people SET nick = 'n1' WHERE id = 1$$) AS update_under_publication;
+SELECT regress_util.try($$DELETE FROM jb.people WHERE id = 5000$$) AS delete_under_publication;
+INSERT INTO jb.people VALUES (5000, 'p5000@example.com', 'nick5000');
+UPDATE jb.people SET nick = 'nick1' WHERE id = 1;
 SELECT (SELECT count(*) FROM pg_constraint c WHERE c.conrelid = 'jb.people_bits5'::regclass AND c.contype = 'p') AS primary_keys,
        (SELECT attnotnull FROM pg_attribute WHERE attrelid = 'jb.people_bits5'::regclass AND attname = 'id') AS id_not_null;
 SELECT x.index_name, x.relation_tag, x.columns, x.is_unique, x.as_constraint, x.state
@@ -237,15 +249,21 @@ SELECT x.index_name, x.relation_tag, x.columns, x.is_unique, x.as_constraint, x.
 SELECT regress_util.try($$SELECT customer_unify.add_index('jk', ARRAY['nick'], true, as_constraint => 'foreign key')$$) AS constraint_unknown;
 SELECT regress_util.try($$SELECT customer_unify.add_index('jk', ARRAY['nick'], false, as_constraint => 'unique')$$) AS constraint_not_unique;
 SELECT regress_util.try_detail($$SELECT customer_unify.add_index('jk', ARRAY['nick'], true, as_constraint => 'primary key')$$) AS nullable_primary_key;
+SELECT regress_util.try($$SELECT customer_unify.add_index('jk', ARRAY['person_id'], true, as_constraint => 'primary key')$$) AS second_planned_primary_key;
 -- in the foreground, the copy runs; verify refuses until the job built the key
 CALL customer_unify.backfill('jk', batch_size => 2000);
 SELECT check_name, expected, actual, ok FROM customer_unify.verify('jk') WHERE check_name LIKE 'index %';
 SELECT state FROM customer_unify.migration WHERE name = 'jk';
+-- cutover refuses while the key is missing, skip_verify or not
+SELECT regress_util.try_detail($$SELECT customer_unify.cutover('jk', skip_verify => true)$$) AS cutover_without_key;
 -- a mirrored insert during the copy got its own key from the identity
 INSERT INTO jb.people VALUES (6001, 'p6001@example.com', 'late');
-SELECT customer_unify.launch('jk', until => 'verified');
+-- the migration is backfilled already: launch (until backfilled) only builds the key
+SELECT customer_unify.launch('jk');
 CALL regress_util.wait_job('jk', $$j.state IN ('finished', 'failed')$$);
 SELECT state, migration_state, last_error FROM customer_unify.jobs WHERE name = 'jk';
+SELECT relreplident FROM pg_class WHERE oid = 'jb.people_bits5'::regclass;
+DROP PUBLICATION jk_pub;
 SELECT c.conname, c.contype, i.indisvalid, i.indisprimary, pg_get_indexdef(i.indexrelid)
   FROM pg_constraint c JOIN pg_index i ON i.indexrelid = c.conindid
  WHERE c.conrelid = 'jb.people_bits5'::regclass AND c.contype = 'p';
@@ -258,6 +276,39 @@ SELECT customer_unify.rollback('jk');
 -- rollback dropped the table, and forgot the index its job was to build
 SELECT count(*) AS planned_indexes FROM customer_unify.job_index x JOIN customer_unify.migration m ON m.id = x.migration_id WHERE m.name = 'jk';
 DELETE FROM jb.people WHERE id = 6001;
+
+-- 8f. a primary key the DBA made by hand serves the planned one; verify looks
+-- at the table, not only at the plan
+SELECT customer_unify.split('jk2', 'jb.people', 'people_bits6', ARRAY['nick'], 'person_id',
+                            target_key => 'id', key_index => 'after_copy') > 0 AS planned;
+SELECT customer_unify.start('jk2');
+CALL customer_unify.backfill('jk2', batch_size => 2500);
+ALTER TABLE jb.people_bits6 ADD CONSTRAINT bits6_by_hand PRIMARY KEY (id);
+SELECT customer_unify.launch('jk2');
+CALL regress_util.wait_job('jk2', $$j.state IN ('finished', 'failed')$$);
+SELECT state, migration_state, last_error FROM customer_unify.jobs WHERE name = 'jk2';
+SELECT check_name, actual, ok FROM customer_unify.verify('jk2') WHERE check_name LIKE 'index %';
+SELECT count(*) AS indexes_on_id FROM pg_index i WHERE i.indrelid = 'jb.people_bits6'::regclass AND i.indkey[0] =
+       (SELECT attnum FROM pg_attribute WHERE attrelid = 'jb.people_bits6'::regclass AND attname = 'id');
+ALTER TABLE jb.people_bits6 DROP CONSTRAINT bits6_by_hand;
+SELECT check_name, actual, ok FROM customer_unify.verify('jk2') WHERE check_name LIKE 'index %';
+SELECT regress_util.try($$SELECT customer_unify.cutover('jk2')$$) AS cutover_after_drop;
+-- an index of the planned name that is not the planned one is refused, not taken for it
+SELECT customer_unify.rollback('jk2');
+SELECT customer_unify.split('jk3', 'jb.people', 'people_bits7', ARRAY['nick'], 'person_id',
+                            target_key => 'id', key_index => 'after_copy') > 0 AS planned;
+SELECT customer_unify.start('jk3');
+CALL customer_unify.backfill('jk3', batch_size => 2500);
+CREATE INDEX people_bits7_pkey ON jb.people_bits7 (nick);
+SELECT customer_unify.launch('jk3');
+CALL regress_util.wait_job('jk3', $$j.state IN ('finished', 'failed')$$);
+SELECT state, last_sqlstate, last_error FROM customer_unify.jobs WHERE name = 'jk3';
+DROP INDEX jb.people_bits7_pkey;
+SELECT customer_unify.resume('jk3');
+CALL regress_util.wait_job('jk3', $$j.state IN ('finished', 'failed')$$);
+SELECT state, last_error FROM customer_unify.jobs WHERE name = 'jk3';
+SELECT check_name, actual, ok FROM customer_unify.verify('jk3') WHERE check_name LIKE 'index %';
+SELECT customer_unify.rollback('jk3');
 
 -- 9. the worker logs in as the owner: an owner without LOGIN is refused at launch
 SET ROLE regress_job_nologin;

@@ -919,14 +919,7 @@ cu_verify(PG_FUNCTION_ARGS)
 				   psprintf("SELECT v.check_name, v.expected, v.actual, v.ok "
 							"FROM customer_unify.migration m, %s(m) v "
 							"WHERE m.id OPERATOR(pg_catalog.=) $1 %s", fn, !has_job_index ? "" :
-							"UNION ALL "
-							"SELECT * FROM (SELECT 'index ' OPERATOR(pg_catalog.||) x.index_name OPERATOR(pg_catalog.||) "
-							"' built by the job', 'built', x.state OPERATOR(pg_catalog.||) "
-							"CASE WHEN x.state OPERATOR(pg_catalog.<>) 'built' "
-							"THEN ' (customer_unify.launch builds it with CREATE INDEX CONCURRENTLY)' ELSE '' END, "
-							"x.state OPERATOR(pg_catalog.=) 'built' "
-							"FROM customer_unify.job_index x WHERE x.migration_id OPERATOR(pg_catalog.=) $1 "
-							"ORDER BY x.index_name) i"),
+							"UNION ALL SELECT * FROM customer_unify._job_index_checks($1)"),
 				   NULL, 1, types, values, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "customer_unify: verify failed: %s", SPI_result_code_string(rc));

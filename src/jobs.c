@@ -37,12 +37,15 @@
  */
 #include "postgres.h"
 
+#include <math.h>
+
 #include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_authid.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_database.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
@@ -414,12 +417,23 @@ job_start(int64 id, JobRow *j, bool resume)
 						 "launched_at = pg_catalog.clock_timestamp()%s",
 						 resume ? "" : ", started_at = NULL, throttled_ms = 0, throttle_reason = NULL"),
 			2, types, values, NULL);
-	if (resume)
-		cu_catalog_exec("UPDATE customer_unify.job_index x SET state = 'planned', last_error = NULL "
+	/* a launch or resume tries the indexes that failed again */
+	cu_catalog_exec("UPDATE customer_unify.job_index x SET state = 'planned', last_error = NULL "
 						"WHERE x.migration_id OPERATOR(pg_catalog.=) $1 AND x.state OPERATOR(pg_catalog.=) 'failed'",
 						1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(id)}, NULL, SPI_OK_UPDATE);
 	pid = job_start_worker(id, j->name, gen, j->owner);
 	job_set(id, "pid = COALESCE(j.pid, $2)", 1, (Oid[]) {INT4OID}, (Datum[]) {Int32GetDatum(pid)}, NULL);
+}
+
+/* Has the migration indexes planned (or failed) that its job has to build? */
+static bool
+job_has_indexes_to_build(int64 id)
+{
+	if (SPI_execute_with_args("SELECT 1 FROM customer_unify.job_index x WHERE x.migration_id OPERATOR(pg_catalog.=) $1 "
+							  "AND x.state OPERATOR(pg_catalog.<>) 'built'",
+							  1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(id)}, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "customer_unify: reading the job's indexes failed");
+	return SPI_processed > 0;
 }
 
 /* ------------------------------------------------- the SQL control entry points */
@@ -521,8 +535,11 @@ cu_job_launch(PG_FUNCTION_ARGS)
 		job_refuse(&j, "launch", state, "it is already running");
 	if (job_streq(state, "paused") || job_streq(state, "interrupted"))
 		job_refuse(&j, "launch", state, psprintf("its job is %s", state));
+	/* at until already: only indexes the job still has to build (after a foreground backfill) */
 	if (job_state_index(j.migration_state) < 0 ||
-		job_state_index(j.migration_state) >= job_state_index(until))
+		(job_state_index(j.migration_state) >= job_state_index(until) &&
+		 !(job_state_index(j.migration_state) >= job_state_index("backfilled") &&
+		   job_state_index(j.migration_state) < job_state_index("finalized") && job_has_indexes_to_build(id))))
 		job_refuse(&j, "launch", state, psprintf("the migration is %s, nothing to run until %s", j.migration_state, until));
 	job_set(id, "until = $2, batch_size = $3, lock_timeout_ms = $4", 3,
 			(Oid[]) {TEXTOID, INT4OID, INT4OID},
@@ -622,14 +639,14 @@ cu_job_set_throttle(PG_FUNCTION_ARGS)
 		nulls[i] = PG_ARGISNULL(i + 1) ? 'n' : ' ';
 		values[i] = PG_ARGISNULL(i + 1) ? (Datum) 0 : PG_GETARG_DATUM(i + 1);
 	}
-	if ((!PG_ARGISNULL(1) && PG_GETARG_FLOAT8(1) < 0) ||
+	if ((!PG_ARGISNULL(1) && (PG_GETARG_FLOAT8(1) < 0 || isnan(PG_GETARG_FLOAT8(1)) || isinf(PG_GETARG_FLOAT8(1)))) ||
 		(!PG_ARGISNULL(2) && PG_GETARG_INT32(2) <= 0) ||
 		(!PG_ARGISNULL(3) && PG_GETARG_INT64(3) <= 0) ||
 		(!PG_ARGISNULL(7) && PG_GETARG_INT32(7) < 0) ||
 		(!PG_ARGISNULL(8) && PG_GETARG_INT64(8) <= 0))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("nice and max_lock_waits must not be negative, chunk_ms, max_lag_bytes and max_wal_bytes_per_sec must be positive"),
+				 errmsg("nice must be finite and not negative, max_lock_waits not negative, chunk_ms, max_lag_bytes and max_wal_bytes_per_sec positive"),
 				 errhint("NULL turns a throttle off.")));
 	if (PG_ARGISNULL(4) != PG_ARGISNULL(5))
 		ereport(ERROR,
@@ -1129,6 +1146,22 @@ cu_job_add_index(PG_FUNCTION_ARGS)
 		appendStringInfoString(&name, text_to_cstring(PG_GETARG_TEXT_PP(4)));
 	}
 	name.data[pg_mbcliplen(name.data, name.len, NAMEDATALEN - 1)] = '\0';
+	if (primary)
+	{
+		/* one primary key per table: none there, none other planned */
+		if (SPI_execute_with_args("SELECT x.index_name::pg_catalog.text FROM customer_unify.job_index x "
+								  "WHERE x.migration_id OPERATOR(pg_catalog.=) $1 AND x.relation_tag OPERATOR(pg_catalog.=) $2 "
+								  "AND x.as_constraint OPERATOR(pg_catalog.=) 'primary key' AND x.index_name OPERATOR(pg_catalog.<>) $3",
+								  3, (Oid[]) {INT8OID, TEXTOID, TEXTOID},
+								  (Datum[]) {Int64GetDatum(id), CStringGetTextDatum(tag), CStringGetTextDatum(name.data)},
+								  NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "customer_unify: reading the job's indexes failed");
+		if (SPI_processed > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+					 errmsg("a primary key of %s is planned already: %s", RelationGetRelationName(rel), job_getstr(1)),
+					 errhint("Attach this index as a unique constraint instead: as_constraint => 'unique'.")));
+	}
 	if (OidIsValid(get_relname_relid(name.data, RelationGetNamespace(rel))))
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_TABLE),
@@ -1171,21 +1204,39 @@ job_drop_invalid_index(Oid nsp, const char *name, MemoryContext cxt)
 						  CMDTAG_DROP_INDEX, 0, NULL, NULL, cxt);
 }
 
-/* Is there a valid index of this name in the namespace?  (In a transaction.) */
-static bool
-job_index_is_valid(Oid nsp, const char *name)
+/* The relation's replica identity (pg_class.relreplident). */
+static char
+job_rel_replident(Oid relid)
 {
-	Oid			indexid = get_relname_relid(name, nsp);
-	HeapTuple	tup;
-	bool		valid = false;
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	char		ident;
 
-	tup = OidIsValid(indexid) ? SearchSysCache1(INDEXRELID, ObjectIdGetDatum(indexid)) : NULL;
-	if (HeapTupleIsValid(tup))
-	{
-		valid = ((Form_pg_index) GETSTRUCT(tup))->indisvalid;
-		ReleaseSysCache(tup);
-	}
-	return valid;
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	ident = ((Form_pg_class) GETSTRUCT(tup))->relreplident;
+	ReleaseSysCache(tup);
+	return ident;
+}
+
+/*
+ * The index that serves the planned index (customer_unify._job_index_match):
+ * *found and *attached, and its name (in TopMemoryContext).  In a transaction.
+ */
+static char *
+job_index_match(const char *index_name, bool *found, bool *attached)
+{
+	*found = *attached = false;
+	if (SPI_execute_with_args("SELECT m.index_name::pg_catalog.text, m.attached "
+							  "FROM customer_unify._job_index_match($1, $2) m",
+							  2, (Oid[]) {INT8OID, TEXTOID},
+							  (Datum[]) {Int64GetDatum(job_args.migration_id), CStringGetTextDatum(index_name)},
+							  NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "customer_unify: matching the planned index failed");
+	if (SPI_processed == 0)
+		return NULL;
+	*found = true;
+	*attached = job_streq(job_getstr(2), "t");
+	return MemoryContextStrdup(TopMemoryContext, job_getstr(1));
 }
 
 /*
@@ -1240,8 +1291,9 @@ job_build_next_index(JobRow *j, MemoryContext cxt)
 {
 	char	   *index_name = NULL;
 	char	   *sql = NULL;
-	char	   *attach_sql = NULL;
-	bool		exists_valid = false;
+	const char *attach_kind = NULL;
+	char	   *table_name = NULL;
+	Oid			relid = InvalidOid;
 	Oid			nsp = InvalidOid;
 	MemoryContext old;
 	volatile bool failed = false;
@@ -1259,7 +1311,6 @@ job_build_next_index(JobRow *j, MemoryContext cxt)
 		bool		is_unique = job_streq(job_getstr(3), "t");
 		char	   *cols = job_getstr(4);
 		char	   *constraint_type = job_getstr(5);
-		Oid			relid;
 
 		/* not in cxt: job_exec_toplevel resets it */
 		index_name = MemoryContextStrdup(TopMemoryContext, job_getstr(1));
@@ -1272,12 +1323,11 @@ job_build_next_index(JobRow *j, MemoryContext cxt)
 		old = MemoryContextSwitchTo(TopMemoryContext);
 		sql = psprintf("CREATE %sINDEX CONCURRENTLY %s ON %s (%s)", is_unique ? "UNIQUE " : "",
 					   quote_identifier(index_name), cu_relation_qualified_name(relid), cols);
+		/* a primary key takes back the row identity start lent to another unique index */
 		if (constraint_type != NULL)
-			attach_sql = psprintf("ALTER TABLE %s ADD CONSTRAINT %s %s USING INDEX %s",
-								  cu_relation_qualified_name(relid), quote_identifier(index_name),
-								  strcmp(constraint_type, "primary key") == 0 ? "PRIMARY KEY" : "UNIQUE",
-								  quote_identifier(index_name));
-		exists_valid = job_index_is_valid(nsp, index_name);
+			attach_kind = strcmp(constraint_type, "primary key") != 0 ? "UNIQUE" :
+				job_rel_replident(relid) == REPLICA_IDENTITY_INDEX ? "PRIMARY KEY, REPLICA" : "PRIMARY KEY";
+		table_name = pstrdup(cu_relation_qualified_name(relid));
 		MemoryContextSwitchTo(old);
 		job_set_text(job_args.migration_id, "phase = $2", psprintf("index %s", index_name));
 	}
@@ -1287,14 +1337,46 @@ job_build_next_index(JobRow *j, MemoryContext cxt)
 
 	PG_TRY();
 	{
-		/* an index a former run built (and failed to attach) is kept; an invalid one goes */
-		if (!exists_valid)
+		bool		found,
+					attached;
+		char	   *serving;
+
+		/* an INVALID index a failed or killed build left goes first */
+		job_drop_invalid_index(nsp, index_name, cxt);
+
+		/*
+		 * A valid index that serves it already (a former run built it and was
+		 * killed before it said so, or the DBA made it by hand) is kept, and
+		 * attached if it is not yet; one of the planned name that does not
+		 * serve it is refused.
+		 */
+		job_xact_begin();
+		serving = job_index_match(index_name, &found, &attached);
+		if (!found && OidIsValid(get_relname_relid(index_name, nsp)))
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_TABLE),
+					 errmsg("relation \"%s\" already exists and is not the index the job plans", index_name),
+					 errdetail("The job plans %s on the columns it names; the existing relation differs.", sql),
+					 errhint("Drop or rename it, or plan the index under another name with customer_unify.add_index(..., index_name => ...).")));
+		job_xact_end();
+		if (!found)
 		{
-			job_drop_invalid_index(nsp, index_name, cxt);
 			job_exec_toplevel(sql, CMDTAG_CREATE_INDEX, 0, NULL, NULL, cxt);
+			serving = index_name;
 		}
-		if (attach_sql != NULL)
-			job_attach_index(attach_sql, j);
+		if (attach_kind != NULL && !attached)
+		{
+			StringInfoData attach;
+
+			initStringInfo(&attach);
+			appendStringInfo(&attach, "ALTER TABLE %s ADD CONSTRAINT %s ", table_name, quote_identifier(serving));
+			if (strcmp(attach_kind, "UNIQUE") == 0)
+				appendStringInfo(&attach, "UNIQUE USING INDEX %s", quote_identifier(serving));
+			else
+				appendStringInfo(&attach, "PRIMARY KEY USING INDEX %s%s", quote_identifier(serving),
+								 strstr(attach_kind, "REPLICA") ? ", REPLICA IDENTITY DEFAULT" : "");
+			job_attach_index(attach.data, j);
+		}
 	}
 	PG_CATCH();
 	{

@@ -26,6 +26,16 @@ AS $$
     SELECT customer_unify._b_step(format('LOCK TABLE ONLY %s IN %s MODE', p_rel, p_mode), NULL, p_mode, p_rel)
 $$;
 
+-- A name made of p_name and p_suffix that fits NAMEDATALEN (63 bytes),
+-- p_name cut at a character boundary as PostgreSQL cuts the names it makes.
+CREATE OR REPLACE FUNCTION customer_unify._b_clip_name(p_name text, p_suffix text) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT (SELECT left(p_name, n) FROM generate_series(length(p_name), 0, -1) n
+             WHERE octet_length(left(p_name, n)) + octet_length(p_suffix) <= 63 LIMIT 1) || p_suffix
+$$;
+
 -- A relation's qualified name from the catalog.
 CREATE OR REPLACE FUNCTION customer_unify._b_name(p_rel regclass) RETURNS text
     LANGUAGE sql STABLE STRICT

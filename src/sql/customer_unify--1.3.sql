@@ -352,6 +352,60 @@ CREATE OR REPLACE FUNCTION customer_unify._job_state(j customer_unify.job) RETUR
 COMMENT ON FUNCTION customer_unify._job_state(customer_unify.job) IS
     'The job''s state as the views show it: interrupted when it says starting or running but no worker holds its lock.';
 
+-- The index that serves a planned index of the job: valid, on the table it
+-- is planned for, the same key columns in order, the same uniqueness, no
+-- expression or predicate; attached when it carries the planned constraint.
+-- An attached one first, then the one of the planned name (an index a DBA
+-- made by hand serves as well as the job's).  No row: none serves it.
+CREATE OR REPLACE FUNCTION customer_unify._job_index_match(p_migration bigint, p_index_name text)
+    RETURNS TABLE (index_oid oid, index_name name, attached boolean)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT i.indexrelid, ic.relname, a.attached
+      FROM customer_unify.job_index x
+      JOIN customer_unify.migration_relation r ON r.migration_id = x.migration_id AND r.tag = x.relation_tag AND r.live
+      JOIN pg_index i ON i.indrelid = r.relid AND i.indisvalid AND i.indisunique = x.is_unique
+                     AND i.indexprs IS NULL AND i.indpred IS NULL AND i.indnkeyatts = cardinality(x.columns)
+      JOIN pg_class ic ON ic.oid = i.indexrelid
+      CROSS JOIN LATERAL (SELECT x.as_constraint IS NULL OR EXISTS (
+                                 SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid AND k.conrelid = r.relid
+                                    AND k.contype = CASE x.as_constraint WHEN 'primary key' THEN 'p' ELSE 'u' END) AS attached) a
+     WHERE x.migration_id = p_migration AND x.index_name = p_index_name
+       AND ARRAY(SELECT att.attname FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(n, o)
+                   JOIN pg_attribute att ON att.attrelid = r.relid AND att.attnum = k.n
+                  WHERE k.o <= i.indnkeyatts ORDER BY k.o) = x.columns
+     ORDER BY a.attached DESC, ic.relname = x.index_name DESC, ic.relname
+     LIMIT 1
+$$;
+COMMENT ON FUNCTION customer_unify._job_index_match(bigint, text) IS
+    'The valid index (of the planned name, or any equivalent one) that serves an index the job plans, and whether it carries the planned constraint.';
+
+-- verify's checks of the indexes the job builds: each must be served by a
+-- valid index, attached when planned so (not only marked built).
+CREATE OR REPLACE FUNCTION customer_unify._job_index_checks(p_migration bigint)
+    RETURNS TABLE (check_name text, expected text, actual text, ok boolean)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT 'index ' || x.index_name || ' built by the job',
+           'built' || coalesce(', attached as ' || x.as_constraint, ''),
+           CASE WHEN mt.index_oid IS NOT NULL AND mt.attached
+                THEN 'built' || coalesce(', attached as ' || x.as_constraint, '')
+                     || CASE WHEN mt.index_name <> x.index_name THEN ' (by index ' || quote_ident(mt.index_name) || ')' ELSE '' END
+                WHEN mt.index_oid IS NOT NULL THEN 'built, not attached'
+                WHEN x.state = 'built' THEN 'missing (dropped or changed after it was built)'
+                ELSE x.state || ' (SELECT customer_unify.launch(' || quote_literal(m.name) || ') builds it with CREATE INDEX CONCURRENTLY)' END,
+           mt.index_oid IS NOT NULL AND mt.attached
+      FROM customer_unify.job_index x
+      JOIN customer_unify.migration m ON m.id = x.migration_id
+      LEFT JOIN LATERAL customer_unify._job_index_match(x.migration_id, x.index_name) mt ON true
+     WHERE x.migration_id = p_migration
+     ORDER BY x.index_name
+$$;
+COMMENT ON FUNCTION customer_unify._job_index_checks(bigint) IS
+    'verify''s check of each index the migration''s job builds: served by a valid index, attached as planned.';
+
 CREATE OR REPLACE FUNCTION customer_unify.launch(name text, until text DEFAULT 'backfilled',
                                                  batch_size integer DEFAULT 10000,
                                                  lock_timeout_ms integer DEFAULT 2000) RETURNS text
@@ -637,6 +691,15 @@ DECLARE
     v_failed text;
 BEGIN
     SELECT * INTO m FROM customer_unify.migration x WHERE x.id = p_migration;
+    -- the indexes its job builds are structure, not data: skip_verify does not skip them
+    SELECT string_agg(format('%s: expected %s, got %s', c.check_name, c.expected, c.actual), '; ' ORDER BY c.check_name)
+      INTO v_failed FROM customer_unify._job_index_checks(m.id) c WHERE NOT c.ok;
+    IF v_failed IS NOT NULL THEN
+        RAISE EXCEPTION 'migration "%" has indexes its job has not built', m.name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = v_failed,
+                  HINT = format('SELECT customer_unify.launch(%L); builds them; nothing was changed.', m.name);
+    END IF;
     IF customer_unify._phase_option('skip_verify') = 'true' THEN
         RETURN 'verify skipped: called with skip_verify => true';
     END IF;
@@ -739,6 +802,16 @@ CREATE OR REPLACE FUNCTION customer_unify._b_lock(p_rel text, p_mode text)
     SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT customer_unify._b_step(format('LOCK TABLE ONLY %s IN %s MODE', p_rel, p_mode), NULL, p_mode, p_rel)
+$$;
+
+-- A name made of p_name and p_suffix that fits NAMEDATALEN (63 bytes),
+-- p_name cut at a character boundary as PostgreSQL cuts the names it makes.
+CREATE OR REPLACE FUNCTION customer_unify._b_clip_name(p_name text, p_suffix text) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT (SELECT left(p_name, n) FROM generate_series(length(p_name), 0, -1) n
+             WHERE octet_length(left(p_name, n)) + octet_length(p_suffix) <= 63 LIMIT 1) || p_suffix
 $$;
 
 -- A relation's qualified name from the catalog.
@@ -1926,6 +1999,7 @@ DECLARE
     v_viewcols text[] := '{}';
     v_finalcols text[] := '{}';
     v_key_after boolean := coalesce(s->>'key_index', 'during_copy') = 'after_copy';
+    v_link_key  text := customer_unify._b_clip_name(s->>'target_table' || '_' || (s->>'link_column'), '_key');
     st        customer_unify.step_def;
     v_phase   text;
     v_steps   customer_unify.step_def[];
@@ -1956,7 +2030,8 @@ BEGIN
                    v_link, (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
                              WHERE a.attrelid = m.source AND a.attname = v_key),
                    array_to_string(v_defs, ', '),
-                   CASE WHEN s->>'target_key' IS NOT NULL THEN format('UNIQUE (%I)', v_link)
+                   CASE WHEN v_key_after THEN format('CONSTRAINT %I UNIQUE (%I)', v_link_key, v_link)
+                        WHEN s->>'target_key' IS NOT NULL THEN format('UNIQUE (%I)', v_link)
                         ELSE format('PRIMARY KEY (%I)', v_link) END),
             format('DROP TABLE IF EXISTS %s', v_tgt), 'ACCESS EXCLUSIVE', v_tgt || ' (new)',
             jsonb_build_object('relation', jsonb_build_object('tag', 'target', 'role', 'target',
@@ -1964,9 +2039,15 @@ BEGIN
             -- the own key's primary key, built by the job after the copy
             -- (CREATE UNIQUE INDEX CONCURRENTLY, ADD PRIMARY KEY USING INDEX)
             || CASE WHEN v_key_after THEN jsonb_build_object('job_index', jsonb_build_object(
-                   'index_name', left(s->>'target_table', 58) || '_pkey', 'relation_tag', 'target',
+                   'index_name', customer_unify._b_clip_name(s->>'target_table', '_pkey'), 'relation_tag', 'target',
                    'columns', jsonb_build_array(s->>'target_key'), 'is_unique', true, 'as_constraint', 'primary key'))
                ELSE '{}' END)];
+    -- until the job attaches the own key, writes to the new table are
+    -- logged (a publication) with the link as the row's identity
+    IF v_key_after THEN
+        v_steps := v_steps || customer_unify._b_step(format('ALTER TABLE %s REPLICA IDENTITY USING INDEX %I', v_tgt, v_link_key),
+                                                     NULL, 'ACCESS EXCLUSIVE', v_tgt);
+    END IF;
     -- comments of the moved columns
     v_steps := v_steps || ARRAY(
         SELECT customer_unify._b_step(format('COMMENT ON COLUMN %s.%I IS %L', v_tgt, c.attname, c.comment),

@@ -203,6 +203,15 @@ DECLARE
     v_failed text;
 BEGIN
     SELECT * INTO m FROM customer_unify.migration x WHERE x.id = p_migration;
+    -- the indexes its job builds are structure, not data: skip_verify does not skip them
+    SELECT string_agg(format('%s: expected %s, got %s', c.check_name, c.expected, c.actual), '; ' ORDER BY c.check_name)
+      INTO v_failed FROM customer_unify._job_index_checks(m.id) c WHERE NOT c.ok;
+    IF v_failed IS NOT NULL THEN
+        RAISE EXCEPTION 'migration "%" has indexes its job has not built', m.name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = v_failed,
+                  HINT = format('SELECT customer_unify.launch(%L); builds them; nothing was changed.', m.name);
+    END IF;
     IF customer_unify._phase_option('skip_verify') = 'true' THEN
         RETURN 'verify skipped: called with skip_verify => true';
     END IF;

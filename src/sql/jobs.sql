@@ -21,6 +21,60 @@ CREATE OR REPLACE FUNCTION customer_unify._job_state(j customer_unify.job) RETUR
 COMMENT ON FUNCTION customer_unify._job_state(customer_unify.job) IS
     'The job''s state as the views show it: interrupted when it says starting or running but no worker holds its lock.';
 
+-- The index that serves a planned index of the job: valid, on the table it
+-- is planned for, the same key columns in order, the same uniqueness, no
+-- expression or predicate; attached when it carries the planned constraint.
+-- An attached one first, then the one of the planned name (an index a DBA
+-- made by hand serves as well as the job's).  No row: none serves it.
+CREATE OR REPLACE FUNCTION customer_unify._job_index_match(p_migration bigint, p_index_name text)
+    RETURNS TABLE (index_oid oid, index_name name, attached boolean)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT i.indexrelid, ic.relname, a.attached
+      FROM customer_unify.job_index x
+      JOIN customer_unify.migration_relation r ON r.migration_id = x.migration_id AND r.tag = x.relation_tag AND r.live
+      JOIN pg_index i ON i.indrelid = r.relid AND i.indisvalid AND i.indisunique = x.is_unique
+                     AND i.indexprs IS NULL AND i.indpred IS NULL AND i.indnkeyatts = cardinality(x.columns)
+      JOIN pg_class ic ON ic.oid = i.indexrelid
+      CROSS JOIN LATERAL (SELECT x.as_constraint IS NULL OR EXISTS (
+                                 SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid AND k.conrelid = r.relid
+                                    AND k.contype = CASE x.as_constraint WHEN 'primary key' THEN 'p' ELSE 'u' END) AS attached) a
+     WHERE x.migration_id = p_migration AND x.index_name = p_index_name
+       AND ARRAY(SELECT att.attname FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(n, o)
+                   JOIN pg_attribute att ON att.attrelid = r.relid AND att.attnum = k.n
+                  WHERE k.o <= i.indnkeyatts ORDER BY k.o) = x.columns
+     ORDER BY a.attached DESC, ic.relname = x.index_name DESC, ic.relname
+     LIMIT 1
+$$;
+COMMENT ON FUNCTION customer_unify._job_index_match(bigint, text) IS
+    'The valid index (of the planned name, or any equivalent one) that serves an index the job plans, and whether it carries the planned constraint.';
+
+-- verify's checks of the indexes the job builds: each must be served by a
+-- valid index, attached when planned so (not only marked built).
+CREATE OR REPLACE FUNCTION customer_unify._job_index_checks(p_migration bigint)
+    RETURNS TABLE (check_name text, expected text, actual text, ok boolean)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT 'index ' || x.index_name || ' built by the job',
+           'built' || coalesce(', attached as ' || x.as_constraint, ''),
+           CASE WHEN mt.index_oid IS NOT NULL AND mt.attached
+                THEN 'built' || coalesce(', attached as ' || x.as_constraint, '')
+                     || CASE WHEN mt.index_name <> x.index_name THEN ' (by index ' || quote_ident(mt.index_name) || ')' ELSE '' END
+                WHEN mt.index_oid IS NOT NULL THEN 'built, not attached'
+                WHEN x.state = 'built' THEN 'missing (dropped or changed after it was built)'
+                ELSE x.state || ' (SELECT customer_unify.launch(' || quote_literal(m.name) || ') builds it with CREATE INDEX CONCURRENTLY)' END,
+           mt.index_oid IS NOT NULL AND mt.attached
+      FROM customer_unify.job_index x
+      JOIN customer_unify.migration m ON m.id = x.migration_id
+      LEFT JOIN LATERAL customer_unify._job_index_match(x.migration_id, x.index_name) mt ON true
+     WHERE x.migration_id = p_migration
+     ORDER BY x.index_name
+$$;
+COMMENT ON FUNCTION customer_unify._job_index_checks(bigint) IS
+    'verify''s check of each index the migration''s job builds: served by a valid index, attached as planned.';
+
 CREATE OR REPLACE FUNCTION customer_unify.launch(name text, until text DEFAULT 'backfilled',
                                                  batch_size integer DEFAULT 10000,
                                                  lock_timeout_ms integer DEFAULT 2000) RETURNS text

@@ -411,6 +411,7 @@ DECLARE
     v_viewcols text[] := '{}';
     v_finalcols text[] := '{}';
     v_key_after boolean := coalesce(s->>'key_index', 'during_copy') = 'after_copy';
+    v_link_key  text := customer_unify._b_clip_name(s->>'target_table' || '_' || (s->>'link_column'), '_key');
     st        customer_unify.step_def;
     v_phase   text;
     v_steps   customer_unify.step_def[];
@@ -441,7 +442,8 @@ BEGIN
                    v_link, (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
                              WHERE a.attrelid = m.source AND a.attname = v_key),
                    array_to_string(v_defs, ', '),
-                   CASE WHEN s->>'target_key' IS NOT NULL THEN format('UNIQUE (%I)', v_link)
+                   CASE WHEN v_key_after THEN format('CONSTRAINT %I UNIQUE (%I)', v_link_key, v_link)
+                        WHEN s->>'target_key' IS NOT NULL THEN format('UNIQUE (%I)', v_link)
                         ELSE format('PRIMARY KEY (%I)', v_link) END),
             format('DROP TABLE IF EXISTS %s', v_tgt), 'ACCESS EXCLUSIVE', v_tgt || ' (new)',
             jsonb_build_object('relation', jsonb_build_object('tag', 'target', 'role', 'target',
@@ -449,9 +451,15 @@ BEGIN
             -- the own key's primary key, built by the job after the copy
             -- (CREATE UNIQUE INDEX CONCURRENTLY, ADD PRIMARY KEY USING INDEX)
             || CASE WHEN v_key_after THEN jsonb_build_object('job_index', jsonb_build_object(
-                   'index_name', left(s->>'target_table', 58) || '_pkey', 'relation_tag', 'target',
+                   'index_name', customer_unify._b_clip_name(s->>'target_table', '_pkey'), 'relation_tag', 'target',
                    'columns', jsonb_build_array(s->>'target_key'), 'is_unique', true, 'as_constraint', 'primary key'))
                ELSE '{}' END)];
+    -- until the job attaches the own key, writes to the new table are
+    -- logged (a publication) with the link as the row's identity
+    IF v_key_after THEN
+        v_steps := v_steps || customer_unify._b_step(format('ALTER TABLE %s REPLICA IDENTITY USING INDEX %I', v_tgt, v_link_key),
+                                                     NULL, 'ACCESS EXCLUSIVE', v_tgt);
+    END IF;
     -- comments of the moved columns
     v_steps := v_steps || ARRAY(
         SELECT customer_unify._b_step(format('COMMENT ON COLUMN %s.%I IS %L', v_tgt, c.attname, c.comment),
