@@ -843,61 +843,109 @@ job_lock_waits(void)
 	return isnull ? 0 : DatumGetInt64(d);
 }
 
-/* Wait while a hold condition (window, replication lag, lock waits, the DBA's query) says so; false: stop. */
+/* Why the job holds now (window, replication lag, lock waits, the DBA's query), or NULL.  With SPI. */
+static const char *
+job_hold_reason(JobRow *j)
+{
+	int			rc;
+	bool		isnull;
+
+	if (!j->in_window)
+		return "outside its time window";
+	if (j->max_lag_bytes > 0)
+	{
+		rc = SPI_execute("SELECT pg_catalog.max(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), r.replay_lsn))::pg_catalog.int8 "
+						 "FROM pg_catalog.pg_stat_replication r", true, 1);
+		if (rc == SPI_OK_SELECT && SPI_processed == 1)
+		{
+			Datum		lag = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+			if (!isnull && DatumGetInt64(lag) > j->max_lag_bytes)
+				return psprintf("replication lag %lld bytes over max_lag_bytes", (long long) DatumGetInt64(lag));
+		}
+	}
+	if (j->max_lock_waits >= 0)
+	{
+		int64		waits = job_lock_waits();
+
+		if (waits > j->max_lock_waits)
+			return psprintf("%lld lock requests wait on its tables, over max_lock_waits", (long long) waits);
+	}
+	if (j->throttle_query != NULL)
+	{
+		rc = SPI_execute(j->throttle_query, true, 1);
+		if (rc != SPI_OK_SELECT || SPI_processed != 1 || SPI_tuptable->tupdesc->natts != 1 ||
+			SPI_gettypeid(SPI_tuptable->tupdesc, 1) != BOOLOID)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("throttle_query of migration \"%s\" did not return one boolean", j->name),
+					 errhint("Fix it with customer_unify.set_throttle(...) and resume the job.")));
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) && !isnull)
+			return "throttle_query returned true";
+	}
+	return NULL;
+}
+
+/* The job holds for reason: say so and count the time. */
+static void
+job_note_hold(const char *reason)
+{
+	job_set(job_args.migration_id,
+			"throttle_reason = $2, throttled_ms = j.throttled_ms OPERATOR(pg_catalog.+) $3", 2,
+			(Oid[]) {TEXTOID, INT8OID},
+			(Datum[]) {CStringGetTextDatum(reason), Int64GetDatum(JOB_HOLD_POLL_MS)}, NULL);
+}
+
+/* Between two batches (the backfill's non-atomic SPI connection): wait while a hold says so; false: stop. */
 static bool
 job_hold(JobRow *j, MemoryContext cxt)
 {
 	for (;;)
 	{
-		const char *reason = NULL;
-		int			rc;
-		bool		isnull;
+		const char *reason;
 
 		if (j->generation != job_args.generation || j->request != NULL)
 			return false;
-		if (!j->in_window)
-			reason = "outside its time window";
-		if (reason == NULL && j->max_lag_bytes > 0)
-		{
-			rc = SPI_execute("SELECT pg_catalog.max(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), r.replay_lsn))::pg_catalog.int8 "
-							 "FROM pg_catalog.pg_stat_replication r", true, 1);
-			if (rc == SPI_OK_SELECT && SPI_processed == 1)
-			{
-				Datum		lag = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
-				if (!isnull && DatumGetInt64(lag) > j->max_lag_bytes)
-					reason = psprintf("replication lag %lld bytes over max_lag_bytes", (long long) DatumGetInt64(lag));
-			}
-		}
-		if (reason == NULL && j->max_lock_waits >= 0)
-		{
-			int64		waits = job_lock_waits();
-
-			if (waits > j->max_lock_waits)
-				reason = psprintf("%lld lock requests wait on its tables, over max_lock_waits", (long long) waits);
-		}
-		if (reason == NULL && j->throttle_query != NULL)
-		{
-			rc = SPI_execute(j->throttle_query, true, 1);
-			if (rc != SPI_OK_SELECT || SPI_processed != 1 || SPI_tuptable->tupdesc->natts != 1 ||
-				SPI_gettypeid(SPI_tuptable->tupdesc, 1) != BOOLOID)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("throttle_query of migration \"%s\" did not return one boolean", j->name),
-						 errhint("Fix it with customer_unify.set_throttle(...) and resume the job.")));
-			if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) && !isnull)
-				reason = "throttle_query returned true";
-		}
+		reason = job_hold_reason(j);
 		if (reason == NULL)
 			return true;
-		job_set(job_args.migration_id,
-				"throttle_reason = $2, throttled_ms = j.throttled_ms OPERATOR(pg_catalog.+) $3", 2,
-				(Oid[]) {TEXTOID, INT8OID},
-				(Datum[]) {CStringGetTextDatum(reason), Int64GetDatum(JOB_HOLD_POLL_MS)}, NULL);
+		job_note_hold(reason);
 		SPI_commit();
 		cu_sleep_ms(JOB_HOLD_POLL_MS);
 		MemoryContextSwitchTo(cxt);
 		job_read(job_args.migration_id, false, j);
+	}
+}
+
+/*
+ * Before a phase (the worker's top level): the same holds, so that a job
+ * outside its window or behind lock waits does not start its DDL or its
+ * first batch either; false when a request or a newer job came meanwhile.
+ */
+static bool
+job_hold_before_phase(MemoryContext cxt)
+{
+	for (;;)
+	{
+		JobRow		j;
+		const char *reason;
+
+		job_xact_begin();
+		MemoryContextSwitchTo(cxt);
+		job_read(job_args.migration_id, false, &j);
+		if (!j.found || j.generation != job_args.generation || j.request != NULL)
+		{
+			job_xact_end();
+			return false;
+		}
+		reason = job_hold_reason(&j);
+		if (reason != NULL)
+			job_note_hold(reason);
+		job_xact_end();
+		if (reason == NULL)
+			return true;
+		cu_sleep_ms(JOB_HOLD_POLL_MS);
+		CHECK_FOR_INTERRUPTS();
 	}
 }
 
@@ -1490,6 +1538,9 @@ cu_job_main(Datum main_arg)
 								 "last_error = $2", NULL);
 				break;
 			}
+			/* a phase that writes (start, the backfill) waits for the throttles first */
+			if (job_state_index(j.migration_state) <= job_state_index("started") && !job_hold_before_phase(stmtcxt))
+				continue;
 			job_run_phase(&j, stmtcxt);
 			CHECK_FOR_INTERRUPTS();
 		}
