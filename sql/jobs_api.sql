@@ -310,6 +310,21 @@ CALL regress_util.wait_job('jk3', $$j.state IN ('finished', 'failed')$$);
 SELECT state, last_error FROM customer_unify.jobs WHERE name = 'jk3';
 SELECT check_name, actual, ok FROM customer_unify.verify('jk3') WHERE check_name LIKE 'index %';
 SELECT customer_unify.rollback('jk3');
+-- the job builds and attaches as the tables' owner: a planner that is a
+-- NOINHERIT member of that owner gets the key too
+CREATE ROLE regress_job_planner LOGIN NOINHERIT IN ROLE regress_job_owner;
+GRANT USAGE ON SCHEMA jb TO regress_job_planner;
+SET ROLE regress_job_planner;
+SELECT customer_unify.split('jk4', 'jb.people', 'people_bits8', ARRAY['nick'], 'person_id',
+                            target_key => 'id', key_index => 'after_copy') > 0 AS planned;
+SELECT customer_unify.launch('jk4');
+RESET ROLE;
+CALL regress_util.wait_job('jk4', $$j.state IN ('finished', 'failed')$$);
+SELECT state, migration_state, role, last_error FROM customer_unify.jobs WHERE name = 'jk4';
+SELECT check_name, actual, ok FROM customer_unify.verify('jk4') WHERE check_name LIKE 'index %';
+SELECT customer_unify.rollback('jk4');
+REVOKE USAGE ON SCHEMA jb FROM regress_job_planner;
+DROP ROLE regress_job_planner;
 
 -- 9. the worker logs in as the owner: an owner without LOGIN is refused at launch
 SET ROLE regress_job_nologin;

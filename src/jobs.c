@@ -1252,6 +1252,20 @@ job_drop_invalid_index(Oid nsp, const char *name, MemoryContext cxt)
 						  CMDTAG_DROP_INDEX, 0, NULL, NULL, cxt);
 }
 
+/* The relation's owner. */
+static Oid
+job_rel_owner(Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
 /* The relation's replica identity (pg_class.relreplident). */
 static char
 job_rel_replident(Oid relid)
@@ -1341,6 +1355,9 @@ job_build_next_index(JobRow *j, MemoryContext cxt)
 	char	   *sql = NULL;
 	const char *attach_kind = NULL;
 	char	   *table_name = NULL;
+	Oid			table_owner = InvalidOid;
+	Oid			save_user;
+	int			save_sec;
 	Oid			relid = InvalidOid;
 	Oid			nsp = InvalidOid;
 	MemoryContext old;
@@ -1376,6 +1393,7 @@ job_build_next_index(JobRow *j, MemoryContext cxt)
 			attach_kind = strcmp(constraint_type, "primary key") != 0 ? "UNIQUE" :
 				job_rel_replident(relid) == REPLICA_IDENTITY_INDEX ? "PRIMARY KEY, REPLICA" : "PRIMARY KEY";
 		table_name = pstrdup(cu_relation_qualified_name(relid));
+		table_owner = job_rel_owner(relid);
 		MemoryContextSwitchTo(old);
 		job_set_text(job_args.migration_id, "phase = $2", psprintf("index %s", index_name));
 	}
@@ -1383,6 +1401,13 @@ job_build_next_index(JobRow *j, MemoryContext cxt)
 	if (sql == NULL)
 		return false;
 
+	/*
+	 * The index is the tables' business: built and attached as their owner,
+	 * as the engine runs its steps (the job's role may be a member of that
+	 * owner without inheriting its rights).
+	 */
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(table_owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
 	PG_TRY();
 	{
 		bool		found,
@@ -1436,6 +1461,7 @@ job_build_next_index(JobRow *j, MemoryContext cxt)
 		failed = true;
 	}
 	PG_END_TRY();
+	SetUserIdAndSecContext(save_user, save_sec);
 
 	job_xact_begin();
 	cu_catalog_exec(failed
@@ -1450,7 +1476,9 @@ job_build_next_index(JobRow *j, MemoryContext cxt)
 	job_xact_end();
 	if (failed)
 	{
+		SetUserIdAndSecContext(table_owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
 		job_drop_invalid_index(nsp, index_name, cxt);
+		SetUserIdAndSecContext(save_user, save_sec);
 		ereport(ERROR,
 				(errcode(edata->sqlerrcode),
 				 errmsg("building index \"%s\" of migration \"%s\" failed: %s", index_name, j->name, edata->message),
