@@ -886,10 +886,11 @@ f8_factor() {
 F8_WAIT_CAP=1800          # seconds one job may take before the benchmark cancels it
 
 # f8_job NAME SETTING: split + start, throttle, launch, wait, rollback.
-# Prints "t0 t1 rows_done throttled_ms batch_size" (the job's epoch timestamps);
+# Prints "t0 t1 rows_done throttled_ms batch_size copy_t0 copy_t1 batches retries
+# rolled_back_inserts" (the job's and its copy's epoch timestamps);
 # returns 1 (note in $RAW/errors.log) when the job did not finish.
 f8_job() {
-    local name=$1 set=$2 th r st t0 t1 rows thr bs err
+    local name=$1 set=$2 th r st t0 t1 rows thr bs cs ce nb nr err wasted
     split_start "$name" || return 1
     th=$(f8_throttle_sql "$set" "$name")
     if [ -n "$th" ] && ! sql "$th" >/dev/null; then mig_rollback "$name"; return 1; fi
@@ -909,10 +910,26 @@ f8_job() {
                  COMMIT;
              END LOOP;
          END \$\$" >/dev/null
-    r=$(sql "SELECT state, extract(epoch FROM started_at), extract(epoch FROM finished_at), coalesce(rows_done, 0),
-                    throttled_ms, batch_size, coalesce(last_sqlstate || ': ' || last_error, '')
-               FROM customer_unify.jobs WHERE name = '$name'")
-    IFS='|' read -r st t0 t1 rows thr bs err <<<"$r"
+    # inserts into profiles that were rolled back (batches retried after meeting a row a
+    # sync trigger mirrored meanwhile): n_tup_ins counts them, the table does not hold them.
+    # The worker's counts reach the statistics when it exits: wait for that (a pgbench
+    # backend's not yet flushed mirror inserts make this a lower bound).
+    sql "DO \$\$ DECLARE t0 timestamptz := clock_timestamp(); BEGIN
+             WHILE EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = 'customer_unify job $name')
+                   AND clock_timestamp() < t0 + interval '10 seconds' LOOP
+                 PERFORM pg_sleep(0.02); COMMIT;
+             END LOOP; END \$\$" >/dev/null
+    wasted=$(sql "SELECT greatest(s.n_tup_ins - (SELECT count(*) FROM public.profiles), 0)
+                    FROM pg_stat_user_tables s WHERE s.relid = 'public.profiles'::regclass")
+    # the copy's own span (backfill_state: first batch .. last batch's commit) and its batches
+    r=$(sql "SELECT j.state, extract(epoch FROM j.started_at), extract(epoch FROM j.finished_at), coalesce(j.rows_done, 0),
+                    j.throttled_ms, j.batch_size, extract(epoch FROM b.started_at), extract(epoch FROM b.finished_at),
+                    b.batches, b.retries, coalesce(j.last_sqlstate || ': ' || j.last_error, '')
+               FROM customer_unify.jobs j
+               JOIN customer_unify.migration m ON m.name = j.name
+               LEFT JOIN customer_unify.backfill_state b ON b.migration_id = m.id AND b.stream = 'main'
+              WHERE j.name = '$name'")
+    IFS='|' read -r st t0 t1 rows thr bs cs ce nb nr err <<<"$r"
     if [ "$st" != finished ]; then
         printf -- '--- %s\nfig8 job %s (%s) ended %s: %s\n' "$(date +%T)" "$name" "$set" "${st:-?}" "$err" >>"$RAW/errors.log"
         if [ "$st" = starting ] || [ "$st" = running ]; then
@@ -924,7 +941,7 @@ f8_job() {
         return 1
     fi
     mig_rollback "$name" || ensure_users
-    echo "$t0 $t1 $rows $thr $bs"
+    echo "$t0 $t1 $rows $thr $bs ${cs:-$t0} ${ce:-$t1} ${nb:-0} ${nr:-0} ${wasted:-0}"
 }
 
 # pgbench_failed NAME -> failed transactions in pgbench's summary (empty if none reported)
@@ -951,12 +968,14 @@ fig8() {
     vac
 
     # the unthrottled job without pgbench: the reference for the expected durations
-    local solo_rate="" solo_secs=""
+    local solo_rate="" solo_secs="" solo_note=""
     log "fig8: one unthrottled job without pgbench"
     sql "CHECKPOINT" >/dev/null
     if r=$(f8_job f8_solo none); then
-        read -r t0 t1 rows thr bs <<<"$r"
+        local cs ce nb nr w
+        read -r t0 t1 rows thr bs cs ce nb nr w <<<"$r"
         solo_secs=$(calc "$t1 - $t0"); solo_rate=$(div "$rows" "$solo_secs")
+        solo_note="$(fmt "$solo_secs" 1) s per job: copy $(fmt "$(calc "$ce - $cs")" 1) s ($nb batches), end phases $(fmt "$(calc "$t1 - $ce")" 1) s; $w inserts rolled back"
     fi
     vac
 
@@ -979,7 +998,7 @@ fig8() {
             i=$(( i + 1 ))
             wall=$(now)
             r=$(f8_job "f8_${set}_$i" "$set") || { F[$set,err]="a job did not finish (errors.log)"; break; }
-            read -r t0 t1 rows thr bs <<<"$r"
+            read -r t0 t1 rows thr bs _ <<<"$r"
             echo "$t0 $t1" >>"$win"
             echo "$r" >>"$RAW/fig8_$set.jobs"
             # another job only if it is expected to end inside pgbench's run
@@ -994,15 +1013,20 @@ fig8() {
         fi
         # the jobs that ended inside pgbench's run: throughput, share of time throttled, last batch size
         last_end=$(pgbench_last_end "fig8_$set")
-        read -r n_in n_all rsum tsum thsum bs <<<"$(awk -v e="${last_end:-0}" '
-            { n_all++; if ($2 <= e) { n_in++; r += $3; t += $2 - $1; th += $4 / 1000; bs = $5 } }
-            END { printf "%d %d %.0f %.6f %.3f %s\n", n_in, n_all, r, t, th, (bs == "" ? "-" : bs) }' "$RAW/fig8_$set.jobs")"
+        read -r n_in n_all rsum tsum thsum bs csum nbsum nrsum wsum <<<"$(awk -v e="${last_end:-0}" '
+            { n_all++; if ($2 <= e) { n_in++; r += $3; t += $2 - $1; th += $4 / 1000; bs = $5; c += $7 - $6; nb += $8; nr += $9; w += $10 } }
+            END { printf "%d %d %.0f %.6f %.3f %s %.6f %d %d %d\n", n_in, n_all, r, t, th, (bs == "" ? "-" : bs), c, nb, nr, w }' "$RAW/fig8_$set.jobs")"
         F[$set,jobs]=$n_in; F[$set,jobs_all]=$n_all
         if [ "${n_in:-0}" -gt 0 ]; then
             F[$set,rate]=$(div "$rsum" "$tsum")
             F[$set,secs]=$(calc "$tsum / $n_in")
             F[$set,thr]=$(div "$thsum" "$tsum")
             F[$set,bs]=$bs
+            # per job: copy (batches and throttle sleeps), of it asleep, the end phases (FK add + validate)
+            F[$set,copy]=$(calc "$csum / $n_in"); F[$set,sleep]=$(calc "$thsum / $n_in")
+            F[$set,end]=$(calc "($tsum - $csum) / $n_in")
+            F[$set,batches]=$(( nbsum / n_in )); F[$set,retries]=$nrsum
+            F[$set,wasted]=$(div "$wsum" "$rsum")
         fi
         ensure_users
         vac
@@ -1010,8 +1034,7 @@ fig8() {
 
     info_row 8 "pgbench UPDATE alone: tps" tps "$a_tps" "" "" "" "${a_fail:+$a_fail failed transactions}"
     info_row 8 "pgbench UPDATE alone: p99" ms "$a_p99" "" "" ""
-    info_row 8 "unthrottled job, no pgbench: backfill" rows/s "$solo_rate" "" "" "" \
-        "${solo_secs:+$(fmt "$solo_secs" 1) s per job}"
+    info_row 8 "unthrottled job, no pgbench: backfill" rows/s "$solo_rate" "" "" "" "$solo_note"
     local s_tps s_p99 base_rate meets="" label pr rr
     base_rate=${F[none,rate]:-}
     for set in $F8_SETTINGS; do
@@ -1027,6 +1050,7 @@ fig8() {
         info_row 8 "job $label: tps vs alone" tps "$s_tps" "alone" "$a_tps" "$(div "$s_tps" "$a_tps")"
         out_note=""
         [ -n "${F[$set,thr]:-}" ] && out_note="throttled_ms $(fmt "$(calc "${F[$set,thr]} * 100")" 0) % of the job's time"
+        [ -n "${F[$set,copy]:-}" ] && out_note="$out_note; per job: copy $(fmt "${F[$set,copy]}" 1) s (asleep $(fmt "${F[$set,sleep]}" 1) s, ${F[$set,batches]} batches), end phases $(fmt "${F[$set,end]}" 1) s; ${F[$set,retries]} lock retries; inserts rolled back >= $(fmt "$(calc "${F[$set,wasted]:-0} * 100")" 0) % of the rows"
         case $set in *chunk*) out_note="${out_note:+$out_note; }batch_size at the end ${F[$set,bs]:-n/a}" ;; esac
         if [ "$set" = none ]; then
             info_row 8 "job $label: backfill under pgbench vs no pgbench" rows/s "${F[$set,rate]:-}" \
