@@ -843,3 +843,239 @@ EOS
         fi
     done
 }
+
+# ================================================================== figure 8
+# Live workload during a launched job: figure 3's pgbench (single-row UPDATEs
+# on users, 2 clients, prepared) while a background job (customer_unify.launch)
+# backfills a split, at several throttle settings (set_throttle before the
+# launch).  Each setting runs a loop next to pgbench: split + start in the
+# foreground, set_throttle, launch(until => 'backfilled'), wait for the job
+# (one session polling the jobs view every 100 ms, committing between polls),
+# rollback.  A job's window is its own started_at .. finished_at (the worker's
+# timestamps: the backfill's batches, throttle sleeps, FK add + validation);
+# only pgbench transactions inside a window count, as in figure 3.  The
+# backfill's throughput is the users rows / window, summed over the jobs that
+# ended inside pgbench's run (the jobs view's rows_done leaves out the rows a
+# sync trigger mirrored before the copy reached them).  pgbench runs at least PGB_SECS, longer when
+# the setting's job is expected to take longer (from the unthrottled job's
+# time), so that it covers a whole window.
+F8_SETTINGS="none nice05 nice1 chunk20 nice05_chunk20"
+f8_label() {
+    case $1 in
+        none) echo "unthrottled" ;;
+        nice05) echo "nice 0.5" ;;
+        nice1) echo "nice 1" ;;
+        chunk20) echo "chunk_ms 20" ;;
+        nice05_chunk20) echo "nice 0.5 + chunk_ms 20" ;;
+    esac
+}
+f8_throttle_sql() { # SETTING NAME -> set_throttle call (empty: none)
+    local args
+    case $1 in
+        none) return 0 ;;
+        nice05) args="nice => 0.5" ;;
+        nice1) args="nice => 1" ;;
+        chunk20) args="chunk_ms => 20" ;;
+        nice05_chunk20) args="nice => 0.5, chunk_ms => 20" ;;
+    esac
+    echo "SELECT customer_unify.set_throttle('$2', $args)"
+}
+# the time a setting's job is expected to take, relative to the unthrottled one's
+f8_factor() {
+    case $1 in none) echo 1 ;; nice05) echo 1.5 ;; nice1) echo 2 ;; chunk20) echo 3 ;; nice05_chunk20) echo 4.5 ;; esac
+}
+F8_WAIT_CAP=1800          # seconds one job may take before the benchmark cancels it
+
+# f8_job NAME SETTING: split + start, throttle, launch, wait, rollback.
+# Prints "t0 t1 rows_done throttled_ms batch_size copy_t0 copy_t1 batches retries
+# rolled_back_inserts" (the job's and its copy's epoch timestamps);
+# returns 1 (note in $RAW/errors.log) when the job did not finish.
+f8_job() {
+    local name=$1 set=$2 th r st t0 t1 rows thr bs cs ce nb nr err wasted
+    split_start "$name" || return 1
+    th=$(f8_throttle_sql "$set" "$name")
+    if [ -n "$th" ] && ! sql "$th" >/dev/null; then mig_rollback "$name"; return 1; fi
+    if ! sql "SELECT customer_unify.launch('$name', until => 'backfilled', batch_size => $DEFAULT_BATCH)" >/dev/null; then
+        mig_rollback "$name"; return 1
+    fi
+    sql "DO \$\$
+         DECLARE s text; t0 timestamptz := clock_timestamp();
+         BEGIN
+             LOOP
+                 SELECT state INTO s FROM customer_unify.jobs WHERE name = '$name';
+                 EXIT WHEN s IS NULL OR s NOT IN ('starting', 'running');
+                 IF clock_timestamp() > t0 + interval '$F8_WAIT_CAP seconds' THEN
+                     RAISE EXCEPTION 'job % still % after $F8_WAIT_CAP s', '$name', s;
+                 END IF;
+                 PERFORM pg_sleep(0.1);
+                 COMMIT;
+             END LOOP;
+         END \$\$" >/dev/null
+    # inserts into profiles that were rolled back (batches retried after meeting a row a
+    # sync trigger mirrored meanwhile): n_tup_ins counts them, the table does not hold them.
+    # The worker's counts reach the statistics when it exits: wait for that (a pgbench
+    # backend's not yet flushed mirror inserts make this a lower bound).
+    sql "DO \$\$ DECLARE t0 timestamptz := clock_timestamp(); BEGIN
+             WHILE EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = 'customer_unify job $name')
+                   AND clock_timestamp() < t0 + interval '10 seconds' LOOP
+                 PERFORM pg_sleep(0.02); COMMIT;
+             END LOOP; END \$\$" >/dev/null
+    wasted=$(sql "SELECT greatest(s.n_tup_ins - (SELECT count(*) FROM public.profiles), 0)
+                    FROM pg_stat_user_tables s WHERE s.relid = 'public.profiles'::regclass")
+    # the copy's own span (backfill_state: first batch .. last batch's commit) and its batches
+    r=$(sql "SELECT j.state, extract(epoch FROM j.started_at), extract(epoch FROM j.finished_at), coalesce(j.rows_done, 0),
+                    j.throttled_ms, j.batch_size, extract(epoch FROM b.started_at), extract(epoch FROM b.finished_at),
+                    b.batches, b.retries, coalesce(j.last_sqlstate || ': ' || j.last_error, '')
+               FROM customer_unify.jobs j
+               JOIN customer_unify.migration m ON m.name = j.name
+               LEFT JOIN customer_unify.backfill_state b ON b.migration_id = m.id AND b.stream = 'main'
+              WHERE j.name = '$name'")
+    IFS='|' read -r st t0 t1 rows thr bs cs ce nb nr err <<<"$r"
+    if [ "$st" != finished ]; then
+        printf -- '--- %s\nfig8 job %s (%s) ended %s: %s\n' "$(date +%T)" "$name" "$set" "${st:-?}" "$err" >>"$RAW/errors.log"
+        if [ "$st" = starting ] || [ "$st" = running ]; then
+            sql "SELECT customer_unify.cancel('$name')" >/dev/null
+            sql "DO \$\$ BEGIN WHILE (SELECT state FROM customer_unify.jobs WHERE name = '$name') IN ('starting', 'running') LOOP
+                     PERFORM pg_sleep(0.1); COMMIT; END LOOP; END \$\$" >/dev/null
+        fi
+        mig_rollback "$name"
+        return 1
+    fi
+    mig_rollback "$name" || ensure_users
+    echo "$t0 $t1 $rows $thr $bs ${cs:-$t0} ${ce:-$t1} ${nb:-0} ${nr:-0} ${wasted:-0}"
+}
+
+# pgbench_failed NAME -> failed transactions in pgbench's summary (empty if none reported)
+pgbench_failed() {
+    sed -nE 's/^number of failed transactions: ([0-9]+).*/\1/p' "$RAW/$1.out" 2>/dev/null | head -1
+}
+# pgbench_last_end NAME -> epoch of the last transaction's end in the per-transaction log
+pgbench_last_end() {
+    cat "$RAW/$1".log.* 2>/dev/null | awk 'NF >= 6 { e = $5 + $6 / 1e6; if (e > m) m = e } END { if (m > 0) printf "%.6f\n", m }'
+}
+
+fig8() {
+    [ $EXT = 1 ] || { local s; for s in $F8_SETTINGS; do
+                          na_row 8 "job $(f8_label "$s"): p99 vs alone" "<= 2.0" "extension not installed"; done; return 0; }
+    ensure_users || return 1
+    f3_script
+    local a_tps a_p99 a_fail r t0 t1 rows thr bs set i
+    vac; sql "CHECKPOINT" >/dev/null
+    log "fig8: pgbench alone (${PGB_SECS}s)"
+    pgbench_run fig8_alone "$RAW/fig3_update.sql" "$PGB_SECS" 2 -M prepared
+    a_fail=$(pgbench_failed fig8_alone)
+    vac
+
+    # the unthrottled job without pgbench: the reference for the expected durations
+    local solo_rate="" solo_secs="" solo_note=""
+    log "fig8: one unthrottled job without pgbench"
+    sql "CHECKPOINT" >/dev/null
+    if r=$(f8_job f8_solo none); then
+        local cs ce nb nr w
+        read -r t0 t1 rows thr bs cs ce nb nr w <<<"$r"
+        solo_secs=$(calc "$t1 - $t0"); solo_rate=$(div "$ROWS" "$solo_secs")
+        solo_note="$(fmt "$solo_secs" 1) s per job: copy $(fmt "$(calc "$ce - $cs")" 1) s ($nb batches), end phases $(fmt "$(calc "$t1 - $ce")" 1) s; $w inserts rolled back"
+    fi
+    vac
+
+    declare -A F
+    local ref_secs secs est pgb t_start last_end win wall n_in n_all rsum tsum thsum note out_note
+    for set in $F8_SETTINGS; do
+        win="$RAW/fig8_$set.windows"; : >"$win"; : >"$RAW/fig8_$set.jobs"
+        # pgbench covers at least PGB_SECS and 1.5x the job's expected time (+2 s)
+        ref_secs=${F[none,secs]:-$(calc "${solo_secs:-$PGB_SECS} * 1.5")}
+        est=$(calc "$ref_secs * $(f8_factor "$set") * 1.5 + 2")
+        secs=$(awk -v a="$PGB_SECS" -v b="$est" 'BEGIN{ b = int(b + 0.999); print (b > a) ? b : a }')
+        log "fig8: pgbench during launched jobs, $(f8_label "$set") (${secs}s)"
+        vac; sql "CHECKPOINT" >/dev/null
+        t_start=$(now)
+        pgbench_run "fig8_$set" "$RAW/fig3_update.sql" "$secs" 2 -M prepared &
+        pgb=$!
+        sleep 1
+        i=0
+        while :; do
+            i=$(( i + 1 ))
+            wall=$(now)
+            r=$(f8_job "f8_${set}_$i" "$set") || { F[$set,err]="a job did not finish (errors.log)"; break; }
+            read -r t0 t1 rows thr bs _ <<<"$r"
+            echo "$t0 $t1" >>"$win"
+            echo "$r" >>"$RAW/fig8_$set.jobs"
+            # another job only if it is expected to end inside pgbench's run
+            wall=$(calc "$(now) - $wall")
+            awk -v n="$(now)" -v w="$wall" -v e="$(calc "$t_start + $secs - 0.5")" 'BEGIN{ exit !(n + w < e) }' || break
+        done
+        wait $pgb
+        F[$set,pgbsecs]=$secs
+        F[$set,fail]=$(pgbench_failed "fig8_$set")
+        if [ -s "$win" ]; then
+            F[$set,stats]=$(pgbench_stats "fig8_$set" "$win")
+        fi
+        # the jobs that ended inside pgbench's run: throughput, share of time throttled, last batch size
+        last_end=$(pgbench_last_end "fig8_$set")
+        read -r n_in n_all rsum tsum thsum bs csum nbsum nrsum wsum <<<"$(awk -v e="${last_end:-0}" -v n="$ROWS" '
+            { n_all++; if ($2 <= e) { n_in++; r += n; t += $2 - $1; th += $4 / 1000; bs = $5; c += $7 - $6; nb += $8; nr += $9; w += $10 } }
+            END { printf "%d %d %.0f %.6f %.3f %s %.6f %d %d %d\n", n_in, n_all, r, t, th, (bs == "" ? "-" : bs), c, nb, nr, w }' "$RAW/fig8_$set.jobs")"
+        F[$set,jobs]=$n_in; F[$set,jobs_all]=$n_all
+        if [ "${n_in:-0}" -gt 0 ]; then
+            F[$set,rate]=$(div "$rsum" "$tsum")
+            F[$set,secs]=$(calc "$tsum / $n_in")
+            F[$set,thr]=$(div "$thsum" "$tsum")
+            F[$set,bs]=$bs
+            # per job: copy (batches and throttle sleeps), of it asleep, the end phases (FK add + validate)
+            F[$set,copy]=$(calc "$csum / $n_in"); F[$set,sleep]=$(calc "$thsum / $n_in")
+            F[$set,end]=$(calc "($tsum - $csum) / $n_in")
+            F[$set,batches]=$(( nbsum / n_in )); F[$set,retries]=$nrsum
+            F[$set,wasted]=$(div "$wsum" "$rsum")
+        fi
+        ensure_users
+        vac
+    done
+
+    # pgbench alone once more after the settings: the baseline is the better of the two runs
+    # (another process on the machine during one of them shows as a gap between them)
+    log "fig8: pgbench alone again (${PGB_SECS}s)"
+    ensure_users; vac; sql "CHECKPOINT" >/dev/null
+    pgbench_run fig8_alone2 "$RAW/fig3_update.sql" "$PGB_SECS" 2 -M prepared
+    local a1_tps a1_p99 a2_tps a2_p99
+    read -r a1_tps a1_p99 _ <<<"$(pgbench_stats fig8_alone)"
+    read -r a2_tps a2_p99 _ <<<"$(pgbench_stats fig8_alone2)"
+    a_tps=$(maxv "$a1_tps" "$a2_tps"); a_p99=$(minv "$a1_p99" "$a2_p99")
+    vac
+    info_row 8 "pgbench UPDATE alone: tps (better of before/after)" tps "$a_tps" "" "" "" \
+        "before $(fmt "$a1_tps" 0), after $(fmt "$a2_tps" 0)${a_fail:+; $a_fail failed transactions}"
+    info_row 8 "pgbench UPDATE alone: p99 (better of before/after)" ms "$a_p99" "" "" "" \
+        "before $(fmt "$a1_p99" 2), after $(fmt "$a2_p99" 2)"
+    info_row 8 "unthrottled job, no pgbench: backfill" rows/s "$solo_rate" "" "" "" "$solo_note"
+    local s_tps s_p99 base_rate meets="" label pr rr
+    base_rate=${F[none,rate]:-}
+    for set in $F8_SETTINGS; do
+        label=$(f8_label "$set")
+        s_tps=""; s_p99=""
+        read -r s_tps s_p99 _ <<<"${F[$set,stats]:-}"
+        note="${F[$set,jobs]:-0} of ${F[$set,jobs_all]:-0} jobs inside ${F[$set,pgbsecs]}s of pgbench"
+        [ -n "${F[$set,err]:-}" ] && note="$note; ${F[$set,err]}"
+        [ -n "${F[$set,fail]:-}" ] && [ "${F[$set,fail]}" != 0 ] && note="$note; pgbench: ${F[$set,fail]} failed transactions"
+        [ -n "${F[$set,secs]:-}" ] && note="$note; $(fmt "${F[$set,secs]}" 1) s per job"
+        pr=$(div "$s_p99" "$a_p99")
+        bar_row 8 "job $label: p99 vs alone" ms "$s_p99" "alone" "$a_p99" "$pr" "<=" 2.0 "$note"
+        info_row 8 "job $label: tps vs alone" tps "$s_tps" "alone" "$a_tps" "$(div "$s_tps" "$a_tps")"
+        out_note=""
+        [ -n "${F[$set,thr]:-}" ] && out_note="throttled_ms $(fmt "$(calc "${F[$set,thr]} * 100")" 0) % of the job's time"
+        [ -n "${F[$set,copy]:-}" ] && out_note="$out_note; per job: copy $(fmt "${F[$set,copy]}" 1) s (asleep $(fmt "${F[$set,sleep]}" 1) s, ${F[$set,batches]} batches), end phases $(fmt "${F[$set,end]}" 1) s; ${F[$set,retries]} lock retries; inserts rolled back >= $(fmt "$(calc "${F[$set,wasted]:-0} * 100")" 0) % of the rows"
+        case $set in *chunk*) out_note="${out_note:+$out_note; }batch_size at the end ${F[$set,bs]:-n/a}" ;; esac
+        if [ "$set" = none ]; then
+            info_row 8 "job $label: backfill under pgbench vs no pgbench" rows/s "${F[$set,rate]:-}" \
+                "unthrottled job, no pgbench" "$solo_rate" "$(div "${F[$set,rate]:-}" "$solo_rate")" "$out_note"
+            rr=1
+        else
+            rr=$(div "${F[$set,rate]:-}" "$base_rate")
+            bar_row 8 "job $label: backfill vs unthrottled job" rows/s "${F[$set,rate]:-}" \
+                "unthrottled job, same load" "$base_rate" "$rr" ">=" 0.5 "$out_note"
+        fi
+        if [ "$(judge "$pr" "<=" 2.0)" = PASS ] && [ "$(judge "$rr" ">=" 0.5)" = PASS ]; then
+            meets="${meets:+$meets, }$label"
+        fi
+    done
+    info_row 8 "settings meeting both bars (p99 <= 2x alone, backfill >= 0.5x unthrottled)" "" "${meets:-none}" "" "" ""
+    return 0
+}

@@ -7,6 +7,14 @@
 # (so that it is still copying when the scenario interrupts it).  Waiting is
 # polling with a timeout (poll_query_until), never a fixed sleep asserted on.
 #   detach     the launching session disconnects at once; the job finishes
+#   pgbench    a pgbench load (2 clients: single-row UPDATEs of the moved
+#              columns, INSERTs and DELETEs on users) runs, in runs of one
+#              second one after another, from before the launch until the
+#              job, throttled with nice and chunk_ms, has finished: every
+#              run exits 0 with no failed transaction, the per-transaction
+#              logs show commits throughout the job's run, the job recorded
+#              its throttling (throttled_ms, throttle_reason) while running
+#              and adapted its batch size
 #   pause      pause -> nothing advances over a couple of seconds -> resume
 #              -> finishes
 #   cancel     cancel mid-backfill: the checkpoint is consistent (every row
@@ -29,6 +37,8 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use IPC::Run;
+use Time::HiRes qw(time usleep);
 
 my $NROWS = $ENV{CU_TAP_JOB_ROWS} || 60_000;
 
@@ -185,6 +195,118 @@ sub resume_and_finish
 			$db, q{SELECT count(*) FROM customer_unify.step_log l JOIN customer_unify.migration m ON m.id = l.migration_id
 			        WHERE m.name = 'm' AND l.phase = 'validate'}),
 		'1', "$db: the job ran the backfill's end phases once");
+}
+
+# ---------------------------------------------------------------- pgbench (a concurrent load)
+{
+	my $db = 'pgbench';
+	setup_db($db);
+	# batches of about 5 ms, each followed by a sleep of twice its time
+	qo($db, q{SELECT customer_unify.set_throttle('m', nice => 2, chunk_ms => 5)});
+	# ids of setup_db's rows are g * 10 + g % 7, app_writes inserts g * 10 + 8: pgbench's own are g * 10 + 9
+	my $script = $node->basedir . '/pgbench_users.sql';
+	PostgreSQL::Test::Utils::append_to_file(
+		$script, qq{\\set g random(1, $NROWS)
+\\set r random(1, 100)
+\\if :r <= 80
+UPDATE users SET nick = 'pgb' || :g, phone = '+1666' || lpad((:g)::text, 7, '0') WHERE id = :g * 10 + :g % 7;
+\\elif :r <= 92
+INSERT INTO users (id, email, nick, phone) VALUES (:g * 10 + 9, 'pgb' || :g || '\@example.com', 'pgbnew', '+1777')
+  ON CONFLICT (id) DO NOTHING;
+\\elif :r <= 98
+DELETE FROM users WHERE id = :g * 10 + 9;
+\\else
+DELETE FROM users WHERE id = :g * 10 + :g % 7;
+\\endif
+});
+	my @runs;
+	my $run;
+	my $logdir = $node->basedir . '/pgbench_log';
+	mkdir $logdir or die "mkdir $logdir: $!";
+	my $pgb_start = sub {
+		my ($out, $err) = ('', '');
+		my $h = IPC::Run::start(
+			[
+				'pgbench', '-n', '-c', '2', '-j', '2', '-T', '1', '-f', $script,
+				'--log', '--log-prefix=' . $logdir . '/run' . scalar(@runs),
+				$node->connstr($db)
+			],
+			'>', \$out, '2>', \$err);
+		$run = { h => $h, out => \$out, err => \$err };
+		return;
+	};
+	my $pgb_finish = sub {
+		$run->{h}->finish;
+		push @runs, { rc => $run->{h}->result(0), out => ${ $run->{out} }, err => ${ $run->{err} } };
+		$run = undef;
+		return;
+	};
+
+	# the load runs before the launch, during the whole job and until its last run ends
+	$pgb_start->();
+	usleep(300_000);
+	launch($db);
+	my ($seen_throttle, $state, $last) = (0, '', '');
+	my $deadline = time + $PostgreSQL::Test::Utils::timeout_default;
+	while (time < $deadline)
+	{
+		$last = q1($db,
+			q{SELECT state || '|' || throttled_ms || '|' || coalesce(throttle_reason, '') FROM customer_unify.jobs WHERE name = 'm'});
+		my ($st, $tms, $reason) = split /\|/, $last, -1;
+		$state = $st;
+		$seen_throttle = 1 if $st eq 'running' && $tms > 0 && $reason ne '';
+		last if $st ne 'starting' && $st ne 'running';
+		# a run that ended (its output read to the end, its process reaped) is followed by the next
+		$run->{h}->pump_nb if $run->{h}->pumpable;
+		if (!$run->{h}->pumpable)
+		{
+			$pgb_finish->();
+			$pgb_start->();
+		}
+		usleep(100_000);
+	}
+	$pgb_finish->();
+	is($state, 'finished', "$db: the throttled job finished under the load") or diag($last);
+	ok($seen_throttle, "$db: while running, the job showed throttled_ms > 0 and a throttle_reason") or diag($last);
+	# the load ran throughout the job: from the per-transaction logs (end of each
+	# transaction, epoch seconds), no stretch of the job's run without a commit
+	my ($t0, $t1) = split /\|/,
+	  q1($db, q{SELECT extract(epoch FROM started_at) || '|' || extract(epoch FROM finished_at) FROM customer_unify.jobs WHERE name = 'm'});
+	my @ends;
+	for my $f (glob("$logdir/run*"))
+	{
+		open my $fh, '<', $f or die "$f: $!";
+		while (<$fh>)
+		{
+			my @c = split ' ';
+			push @ends, $c[4] + $c[5] / 1e6 if @c >= 6;
+		}
+		close $fh;
+	}
+	my @inside = sort { $a <=> $b } grep { $_ > $t0 && $_ < $t1 } @ends;
+	my ($gap, $prev) = (0, $t0);
+	for my $e (@inside, $t1)
+	{
+		$gap = $e - $prev if $e - $prev > $gap;
+		$prev = $e;
+	}
+	ok(@inside > 0 && $gap < 2,
+		sprintf("$db: pgbench committed throughout the job's %.1f s (%d transactions, %d runs, longest gap %.3f s)",
+			$t1 - $t0, scalar(@inside), scalar(@runs), $gap));
+	my @bad = grep {
+		     $_->{rc} != 0
+		  || $_->{out} !~ /^number of transactions actually processed: [1-9]/m
+		  || $_->{out} !~ /^number of failed transactions: 0 /m
+	} @runs;
+	is(scalar(@bad), 0, "$db: every pgbench run exited 0, processed transactions and none failed")
+	  or diag(explain($bad[0]));
+	check_done($db);
+	is( q1($db, q{SELECT throttled_ms > 0 AND throttle_reason = 'nice' AND batch_size <> 200 FROM customer_unify.jobs WHERE name = 'm'}),
+		't', "$db: throttled_ms and throttle_reason stay recorded, chunk_ms changed the batch size")
+	  or diag(q1($db, q{SELECT throttled_ms, throttle_reason, batch_size FROM customer_unify.jobs WHERE name = 'm'}));
+	ok( q1($db, q{SELECT count(*) FROM users WHERE id % 10 = 9}) > 0
+		  && q1($db, q{SELECT count(*) FROM users WHERE nick LIKE 'pgb%'}) > 0,
+		"$db: pgbench's inserts and updates are in users (and so, by the checks, in profiles)");
 }
 
 # ---------------------------------------------------------------- pause
