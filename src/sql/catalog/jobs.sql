@@ -24,7 +24,7 @@ CREATE TABLE customer_unify.job (
     last_error      text,
     last_sqlstate   text,
     nice            double precision CHECK (nice >= 0),
-    chunk_ms        integer CHECK (chunk_ms > 0),
+    chunk_ms        integer DEFAULT 20 CHECK (chunk_ms > 0),  -- the default throttle (make bench, figure 8)
     max_lag_bytes   bigint CHECK (max_lag_bytes > 0),
     window_start    time,
     window_end      time,

@@ -126,7 +126,7 @@ sub setup_db
 		  FROM generate_series(1, $NROWS) g;
 		ANALYZE users;
 		SELECT customer_unify.split('m', 'users', 'profiles', ARRAY['nick', 'phone'], 'user_id');
-		SELECT customer_unify.set_throttle('m', nice => 3);
+		SELECT customer_unify.set_throttle('m', nice => 3, chunk_ms => NULL);
 	});
 	return;
 }
@@ -406,7 +406,7 @@ DELETE FROM users WHERE id = :g * 10 + :g % 7;
 	$standby->start;
 	$node->wait_for_catchup($standby);
 	$standby->safe_psql('postgres', 'SELECT pg_wal_replay_pause()');
-	qo($db, q{SELECT customer_unify.set_throttle('m', max_lag_bytes => 65536)});
+	qo($db, q{SELECT customer_unify.set_throttle('m', max_lag_bytes => 65536, chunk_ms => NULL)});
 	launch($db);
 	ok( $node->poll_query_until(
 			$db, q{SELECT throttle_reason LIKE 'replication lag % bytes over max_lag_bytes' FROM customer_unify.jobs WHERE name = 'm'}),
