@@ -946,6 +946,7 @@ backfill_stream(CopyJob *job, BackfillArgs *args, MemoryContext jobcxt, int64 *b
 				run_rows = 0;
 	bool		complete;
 	int			anti_join_batches = 0;
+	int			safe_batches = 0;
 	Datum		hi;
 	int64		batch_no = 1;
 	int64		copied,
@@ -1024,7 +1025,13 @@ backfill_stream(CopyJob *job, BackfillArgs *args, MemoryContext jobcxt, int64 *b
 		batch.pos = pos;
 		batch.haspos = haspos;
 		batch.end = end;
-		batch.variant = anti_join_batches > 0 ? COPY_ANTI_JOIN : COPY_PLAIN;
+		/*
+		 * A batch that met a mirrored row makes the next ones skip such rows
+		 * (anti-join); one that raced a trigger makes them insert with ON
+		 * CONFLICT DO NOTHING: under steady writes ahead of the copy a batch
+		 * redone costs more than the speculative inserts.
+		 */
+		batch.variant = safe_batches > 0 ? COPY_SAFE : anti_join_batches > 0 ? COPY_ANTI_JOIN : COPY_PLAIN;
 		batch.cxt = batchcxt;
 		MemoryContextReset(batchcxt);
 		/*
@@ -1055,6 +1062,7 @@ backfill_stream(CopyJob *job, BackfillArgs *args, MemoryContext jobcxt, int64 *b
 			{
 				/* a sync trigger mirrored a row of this range meanwhile */
 				batch.variant = COPY_SAFE;
+				safe_batches = BACKFILL_ANTI_JOIN_BATCHES;
 			}
 			else if (cu_is_lock_error(edata) && ++attempt <= BACKFILL_MAX_LOCK_RETRIES)
 			{
@@ -1085,6 +1093,8 @@ backfill_stream(CopyJob *job, BackfillArgs *args, MemoryContext jobcxt, int64 *b
 		(*batches)++;
 		if (anti_join_batches > 0)
 			anti_join_batches--;
+		if (safe_batches > 0)
+			safe_batches--;
 		run_rows += scanned;
 		rows_done += scanned;
 		*rows_copied += copied;
