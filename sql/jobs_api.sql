@@ -261,7 +261,7 @@ SELECT regress_util.try_detail($$SELECT customer_unify.cutover('jk', skip_verify
 INSERT INTO jb.people VALUES (6001, 'p6001@example.com', 'late');
 -- the migration is backfilled already: launch (until backfilled) only builds the key
 SELECT customer_unify.launch('jk');
--- a job nobody throttled runs with the default throttle: batches of about 20 ms
+-- a job nobody throttled runs with the default throttle: batches of about 20 ms, a sleep of half a batch after each
 SELECT nice, chunk_ms, max_lag_bytes, max_lock_waits FROM customer_unify.job j
   JOIN customer_unify.migration m ON m.id = j.migration_id WHERE m.name = 'jk';
 CALL regress_util.wait_job('jk', $$j.state IN ('finished', 'failed')$$);

@@ -41,8 +41,8 @@ CREATE TABLE customer_unify.job (
     finished_at     timestamptz,
     last_error      text,
     last_sqlstate   text,
-    nice            double precision CHECK (nice >= 0),
-    chunk_ms        integer DEFAULT 20 CHECK (chunk_ms > 0),  -- the default throttle (make bench, figure 8)
+    nice            double precision DEFAULT 0.5 CHECK (nice >= 0),  -- with chunk_ms 20: the default throttle (make bench, figure 8)
+    chunk_ms        integer DEFAULT 20 CHECK (chunk_ms > 0),
     max_lag_bytes   bigint CHECK (max_lag_bytes > 0),
     window_start    time,
     window_end      time,
@@ -185,7 +185,7 @@ CREATE OR REPLACE FUNCTION customer_unify.cancel(name text) RETURNS text
 COMMENT ON FUNCTION customer_unify.cancel(text) IS
     'Stops the migration''s job for good after its current batch; the migration keeps its state and checkpoint.';
 
-CREATE OR REPLACE FUNCTION customer_unify.set_throttle(name text, nice double precision DEFAULT NULL,
+CREATE OR REPLACE FUNCTION customer_unify.set_throttle(name text, nice double precision DEFAULT 0.5,
                                                        chunk_ms integer DEFAULT 20,
                                                        max_lag_bytes bigint DEFAULT NULL,
                                                        window_start time DEFAULT NULL,
@@ -197,7 +197,7 @@ CREATE OR REPLACE FUNCTION customer_unify.set_throttle(name text, nice double pr
     SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'cu_job_set_throttle';
 COMMENT ON FUNCTION customer_unify.set_throttle(text, double precision, integer, bigint, time, time, text, integer, bigint) IS
-    'Throttles the migration''s job from its next batch: sleep nice x batch time, batches of about chunk_ms (20 unless given; NULL: fixed batch_size), hold while replication lags more than max_lag_bytes, outside window_start .. window_end, while throttle_query returns true or while more than max_lock_waits lock requests on the migration''s tables wait, and sleep to keep the WAL the job writes under max_wal_bytes_per_sec. NULL turns one off.';
+    'Throttles the migration''s job from its next batch: sleep nice x batch time (0.5 unless given), batches of about chunk_ms (20 unless given; NULL: fixed batch_size), hold while replication lags more than max_lag_bytes, outside window_start .. window_end, while throttle_query returns true or while more than max_lock_waits lock requests on the migration''s tables wait, and sleep to keep the WAL the job writes under max_wal_bytes_per_sec. NULL turns one off.';
 
 CREATE OR REPLACE FUNCTION customer_unify.add_index(name text, columns text[], is_unique boolean DEFAULT false,
                                                     relation_tag text DEFAULT 'target',

@@ -865,17 +865,17 @@ f8_label() {
         none) echo "unthrottled" ;;
         nice05) echo "nice 0.5" ;;
         nice1) echo "nice 1" ;;
-        chunk20) echo "chunk_ms 20 (the default)" ;;
-        nice05_chunk20) echo "nice 0.5 + chunk_ms 20" ;;
+        chunk20) echo "chunk_ms 20" ;;
+        nice05_chunk20) echo "nice 0.5 + chunk_ms 20 (the default)" ;;
     esac
 }
 f8_throttle_sql() { # SETTING NAME -> set_throttle call (empty: none)
     local args
     case $1 in
-        none) args="chunk_ms => NULL" ;;            # chunk_ms 20 is launch's default: off here
+        none) args="nice => NULL, chunk_ms => NULL" ;;   # nice 0.5 + chunk_ms 20 is launch's default: off here
         nice05) args="nice => 0.5, chunk_ms => NULL" ;;
         nice1) args="nice => 1, chunk_ms => NULL" ;;
-        chunk20) args="chunk_ms => 20" ;;
+        chunk20) args="nice => NULL, chunk_ms => 20" ;;
         nice05_chunk20) args="nice => 0.5, chunk_ms => 20" ;;
     esac
     echo "SELECT customer_unify.set_throttle('$2', $args)"

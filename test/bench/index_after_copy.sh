@@ -13,7 +13,7 @@
 #            CALL backfill in the foreground;
 #   after:   key_index => 'after_copy', start, then launch(until =>
 #            'backfilled') with batches of 10,000 like the foreground one
-#            (chunk_ms off): the job copies, then builds the primary key with
+#            (the default throttle off): the job copies, then builds the primary key with
 #            CREATE UNIQUE INDEX CONCURRENTLY and attaches it;
 #   bare:    (b) the offline baseline: CREATE TABLE, INSERT ... SELECT of
 #            every row in one statement, then ADD PRIMARY KEY (id),
@@ -60,7 +60,7 @@ SQL
     # after: the job copies, then builds and attaches the primary key
     $P -c "SELECT customer_unify.split('ix_after', 'public.users', 'p_after', $COLS, 'user_id', target_key => 'id', key_index => 'after_copy')" \
        -c "SELECT customer_unify.start('ix_after')" \
-       -c "SELECT customer_unify.set_throttle('ix_after', chunk_ms => NULL)" >/dev/null
+       -c "SELECT customer_unify.set_throttle('ix_after', nice => NULL, chunk_ms => NULL)" >/dev/null
     t0=$(now)
     $P -c "SELECT customer_unify.launch('ix_after', until => 'backfilled', batch_size => 10000)" >/dev/null
     state=""

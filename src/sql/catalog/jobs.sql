@@ -23,8 +23,8 @@ CREATE TABLE customer_unify.job (
     finished_at     timestamptz,
     last_error      text,
     last_sqlstate   text,
-    nice            double precision CHECK (nice >= 0),
-    chunk_ms        integer DEFAULT 20 CHECK (chunk_ms > 0),  -- the default throttle (make bench, figure 8)
+    nice            double precision DEFAULT 0.5 CHECK (nice >= 0),  -- with chunk_ms 20: the default throttle (make bench, figure 8)
+    chunk_ms        integer DEFAULT 20 CHECK (chunk_ms > 0),
     max_lag_bytes   bigint CHECK (max_lag_bytes > 0),
     window_start    time,
     window_end      time,

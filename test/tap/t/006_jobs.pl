@@ -406,7 +406,7 @@ DELETE FROM users WHERE id = :g * 10 + :g % 7;
 	$standby->start;
 	$node->wait_for_catchup($standby);
 	$standby->safe_psql('postgres', 'SELECT pg_wal_replay_pause()');
-	qo($db, q{SELECT customer_unify.set_throttle('m', max_lag_bytes => 65536, chunk_ms => NULL)});
+	qo($db, q{SELECT customer_unify.set_throttle('m', max_lag_bytes => 65536, nice => NULL, chunk_ms => NULL)});
 	launch($db);
 	ok( $node->poll_query_until(
 			$db, q{SELECT throttle_reason LIKE 'replication lag % bytes over max_lag_bytes' FROM customer_unify.jobs WHERE name = 'm'}),
