@@ -3,7 +3,7 @@ EXTENSION   = customer_unify
 MODULE_big  = customer_unify
 OBJS        = src/customer_unify.o src/guard.o src/plan_cache.o src/owner_context.o src/keys.o \
               src/catalog.o src/engine.o src/mirror.o src/router.o src/backfill.o src/merge_sync.o src/match.o \
-              src/normalize.o src/phone.o src/jobs.o src/touch.o
+              src/normalize.o src/phone.o src/jobs.o src/touch.o src/normalize_write.o
 
 # The normalizers: libidn2 (C) and libphonenumber (C++, src/phone.cpp, hence
 # libstdc++: the module is linked by the C compiler).
@@ -22,7 +22,7 @@ DATA        = $(sort $(wildcard src/sql/customer_unify--*.sql) $(SQL_CURRENT))
 # pg_regress tier: sql/*.sql with expected/*.out
 REGRESS      = setup normalizers match_quality split_lifecycle split_errors split_quoting split_dependents split_rollback split_sync \
                defects_data defects_outages defects_security engine_caches engine_phases merge_errors merge_lifecycle merge_keys merge_app merge_quality \
-               kit_updated_at upgrade_paths jobs_api
+               kit_updated_at kit_normalize upgrade_paths jobs_api
 REGRESS_OPTS = --inputdir=. --load-extension=plpgsql
 
 # isolation tier: test/isolation/specs/*.spec with test/isolation/expected/*.out

@@ -17,6 +17,7 @@
  *	  merge_sync.c    the merge's capture trigger, crosswalk writers, decisions
  *	  jobs.c          background jobs: launch / pause / resume / cancel, the worker, throttling
  *	  touch.c         the table kit's updated_at trigger (stamps only on a real change)
+ *	  normalize_write.c the table kit's normalize-on-write trigger
  *-------------------------------------------------------------------------
  */
 #ifndef CUSTOMER_UNIFY_H

@@ -92,19 +92,20 @@ BEGIN
         END IF;
     END LOOP;
     -- the migration's sync triggers fire, whatever session_replication_role
-    -- says; the kit's updated_at trigger fires as triggers do (not when a
-    -- replica applies rows stamped by their origin)
+    -- says; the kit's triggers fire as triggers do (not when a replica
+    -- applies rows their origin stamped or normalized)
     FOR r IN
         SELECT t.tgname, t.tgrelid::regclass AS rel, t.tgenabled
           FROM customer_unify.migration_relation x
           JOIN pg_trigger t ON t.tgrelid = x.relid
          WHERE x.migration_id = m.id AND x.live AND x.role <> 'view'
            AND t.tgname::text LIKE 'customer\_unify\_' || m.id || '\_%'
-           AND t.tgenabled <> CASE WHEN m.kind = 'updated_at' THEN 'O' ELSE 'A' END
+           AND t.tgenabled <> CASE WHEN m.kind IN ('updated_at', 'normalize_on_write') THEN 'O' ELSE 'A' END
          ORDER BY t.tgrelid::regclass::text, t.tgname
     LOOP
         PERFORM customer_unify._guard_refuse(m, format('cannot disable trigger %I on %s', r.tgname, r.rel),
                                              CASE WHEN m.kind = 'updated_at' THEN 'Updates would stop stamping the column.'
+                                                  WHEN m.kind = 'normalize_on_write' THEN 'Writes would stop being normalized.'
                                                   ELSE 'Writes would stop being mirrored and the shapes would drift apart.' END);
     END LOOP;
     -- the columns the frozen plan names (the compatibility view selects

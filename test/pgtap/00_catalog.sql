@@ -44,8 +44,8 @@ CREATE FUNCTION pg_temp.unpinned_c() RETURNS SETOF text LANGUAGE sql AS $f$
         ('customer_unify._sync_guard_active()'),
         -- 1.1's row-level trigger functions and the guards of their WHEN clauses
         ('customer_unify.mirror_row()'), ('customer_unify.mirror_flush()'),
-        -- 1.3's kit trigger: C, reads no catalog, per row
-        ('customer_unify.touch_updated_at()'),
+        -- 1.3's kit triggers: C, read no catalog, per row
+        ('customer_unify.touch_updated_at()'), ('customer_unify.normalize_on_write()'),
         ('customer_unify.mirror_truncate()'), ('customer_unify.compat_route()'),
         ('customer_unify.route_capture()'),
         ('customer_unify._mirror_guard(bigint)'), ('customer_unify._route_capturing()'),
@@ -246,8 +246,8 @@ SELECT ok(EXISTS (SELECT 1 FROM pg_constraint
                    WHERE conrelid = 'customer_unify.migration'::regclass AND contype = 'f'
                      AND confrelid = 'customer_unify.operation'::regclass),
           'migration.kind references the registry of operations');
-SELECT is(ARRAY(SELECT kind FROM customer_unify.operation ORDER BY kind), ARRAY['merge', 'split', 'updated_at'],
-          'the registry holds exactly the operations split, merge and the kit''s updated_at');
+SELECT is(ARRAY(SELECT kind FROM customer_unify.operation ORDER BY kind), ARRAY['merge', 'normalize_on_write', 'split', 'updated_at'],
+          'the registry holds exactly the operations split, merge and the kit''s updated_at and normalize_on_write');
 SELECT is((SELECT concat_ws(' ', validate, steps, copy_plan, verify, dependents, describe, security)
              FROM customer_unify.operation WHERE kind = 'split'),
           concat_ws(' ', 'customer_unify._split_validate(text,jsonb)',
