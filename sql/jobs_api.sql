@@ -313,6 +313,30 @@ CALL regress_util.wait_job('jk3', $$j.state IN ('finished', 'failed')$$);
 SELECT state, last_error FROM customer_unify.jobs WHERE name = 'jk3';
 SELECT check_name, actual, ok FROM customer_unify.verify('jk3') WHERE check_name LIKE 'index %';
 SELECT customer_unify.rollback('jk3');
+-- a pause reaches a job whose index build waits for an old transaction:
+-- the build is cancelled, its INVALID index dropped, the job paused; resume builds it
+SELECT customer_unify.split('jc', 'jb.people', 'people_bits9', ARRAY['nick'], 'person_id',
+                            target_key => 'id', key_index => 'after_copy') > 0 AS planned;
+SELECT customer_unify.start('jc');
+CALL customer_unify.backfill('jc', batch_size => 2500);
+SELECT dblink_connect('snap', pg_temp.here()) AS snap;
+SELECT dblink_exec('snap', 'BEGIN ISOLATION LEVEL REPEATABLE READ') AS began;
+SELECT x FROM dblink('snap', 'SELECT count(*) FROM jb.people') AS t(x bigint);
+SELECT customer_unify.launch('jc');
+CALL regress_util.wait_job('jc', $$j.phase LIKE 'index %'$$);
+SELECT pg_sleep(0.5);
+SELECT customer_unify.pause('jc');
+CALL regress_util.wait_job('jc', $$j.state IN ('paused', 'failed', 'finished')$$);
+SELECT state, last_sqlstate, pid IS NULL AS no_pid FROM customer_unify.jobs WHERE name = 'jc';
+SELECT count(*) AS invalid_indexes FROM pg_index i WHERE i.indrelid = 'jb.people_bits9'::regclass AND NOT i.indisvalid;
+SELECT dblink_exec('snap', 'COMMIT') AS committed;
+SELECT dblink_disconnect('snap');
+SELECT customer_unify.resume('jc');
+CALL regress_util.wait_job('jc', $$j.state IN ('finished', 'failed')$$);
+SELECT state, last_error FROM customer_unify.jobs WHERE name = 'jc';
+SELECT check_name, actual, ok FROM customer_unify.verify('jc') WHERE check_name LIKE 'index %';
+SELECT customer_unify.rollback('jc');
+
 -- the job builds and attaches as the tables' owner: a planner that is a
 -- NOINHERIT member of that owner gets the key too
 CREATE ROLE regress_job_planner LOGIN NOINHERIT IN ROLE regress_job_owner;

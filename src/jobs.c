@@ -38,6 +38,7 @@
 #include "postgres.h"
 
 #include <math.h>
+#include <signal.h>
 
 #include "access/heapam.h"
 #include "access/htup_details.h"
@@ -119,6 +120,8 @@ typedef struct JobRow
 	char	   *owner;
 	int32		max_lock_waits;	/* -1: off */
 	int64		max_wal_bytes_per_sec;	/* 0: off */
+	char	   *phase;
+	int32		pid;
 } JobRow;
 
 /* the worker's job (for the batch hook) */
@@ -183,7 +186,7 @@ job_read(int64 id, bool lock, JobRow *j)
 		"      AND pg_catalog.clock_timestamp()::pg_catalog.time OPERATOR(pg_catalog.<) j.window_end "
 		"     ELSE pg_catalog.clock_timestamp()::pg_catalog.time OPERATOR(pg_catalog.>=) j.window_start "
 		"       OR pg_catalog.clock_timestamp()::pg_catalog.time OPERATOR(pg_catalog.<) j.window_end END, "
-		"j.throttle_query, m.state, m.owner, j.max_lock_waits, j.max_wal_bytes_per_sec "
+		"j.throttle_query, m.state, m.owner, j.max_lock_waits, j.max_wal_bytes_per_sec, j.phase, j.pid "
 		"FROM customer_unify.job j JOIN customer_unify.migration m ON m.id OPERATOR(pg_catalog.=) j.migration_id "
 		"WHERE j.migration_id OPERATOR(pg_catalog.=) $1";
 	int			rc;
@@ -222,6 +225,9 @@ job_read(int64 id, bool lock, JobRow *j)
 	j->max_lock_waits = s ? atoi(s) : -1;
 	s = job_getstr(16);
 	j->max_wal_bytes_per_sec = s ? pg_strtoint64(s) : 0;
+	j->phase = job_getstr(17);
+	s = job_getstr(18);
+	j->pid = s ? atoi(s) : 0;
 }
 
 /*
@@ -436,6 +442,39 @@ job_has_indexes_to_build(int64 id)
 	return SPI_processed > 0;
 }
 
+/*
+ * A pause or cancel is seen between two batches or phases; a CREATE INDEX
+ * CONCURRENTLY of the job may wait much longer (for every transaction older
+ * than it).  So when the job is building an index, the worker's statement
+ * is cancelled once the request is committed (not before: the worker must
+ * find the request when it handles the cancel): the build fails, its INVALID
+ * index is dropped, and the job ends paused or cancelled; resume builds it
+ * again.
+ */
+static int	job_interrupt_pid = 0;
+
+static void
+job_interrupt_at_commit(XactEvent event, void *arg)
+{
+	/* no error may be raised here: the caller's rights were checked, the worker is ours */
+	if (event == XACT_EVENT_COMMIT && job_interrupt_pid != 0 && BackendPidGetProc(job_interrupt_pid) != NULL)
+		(void) kill(job_interrupt_pid, SIGINT);
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
+	{
+		job_interrupt_pid = 0;
+		UnregisterXactCallback(job_interrupt_at_commit, NULL);
+	}
+}
+
+static void
+job_interrupt_index_build_at_commit(JobRow *j)
+{
+	if (j->phase == NULL || strncmp(j->phase, "index ", 6) != 0 || j->pid <= 0 || job_interrupt_pid != 0)
+		return;
+	job_interrupt_pid = j->pid;
+	RegisterXactCallback(job_interrupt_at_commit, NULL);
+}
+
 /* ------------------------------------------------- the SQL control entry points */
 
 /* The migration by name, the caller's right to act for it, its job row locked (created if missing). */
@@ -564,6 +603,7 @@ cu_job_pause(PG_FUNCTION_ARGS)
 	if (job_streq(j.request, "cancel"))
 		job_refuse(&j, "pause", "cancelling", "it is being cancelled");
 	job_set_text(id, "request = $2", "pause");
+	job_interrupt_index_build_at_commit(&j);
 	return job_control_end("pausing");
 }
 
@@ -608,6 +648,7 @@ cu_job_cancel(PG_FUNCTION_ARGS)
 	if (job_running(state))
 	{
 		job_set_text(id, "request = $2", "cancel");
+		job_interrupt_index_build_at_commit(&j);
 		return job_control_end("cancelling");
 	}
 	if (!job_resumable(state))
@@ -1587,9 +1628,14 @@ cu_job_main(Datum main_arg)
 		debug_query_string = NULL;
 		pgstat_report_activity(STATE_IDLE, NULL);
 		job_xact_begin();
+		/* a statement the DBA's pause or cancel interrupted (an index build that waited) ends as asked */
 		job_set(job_args.migration_id,
-				"state = 'failed', request = NULL, pid = NULL, finished_at = pg_catalog.clock_timestamp(), "
-				"last_error = $2, last_sqlstate = $3", 2,
+				"state = CASE WHEN $3 OPERATOR(pg_catalog.=) '57014' AND j.request OPERATOR(pg_catalog.=) 'pause' THEN 'paused' "
+				"             WHEN $3 OPERATOR(pg_catalog.=) '57014' AND j.request OPERATOR(pg_catalog.=) 'cancel' THEN 'cancelled' "
+				"             ELSE 'failed' END, "
+				"finished_at = CASE WHEN $3 OPERATOR(pg_catalog.=) '57014' AND j.request OPERATOR(pg_catalog.=) 'pause' THEN NULL "
+				"                   ELSE pg_catalog.clock_timestamp() END, "
+				"request = NULL, pid = NULL, last_error = $2, last_sqlstate = $3", 2,
 				(Oid[]) {TEXTOID, TEXTOID},
 				(Datum[]) {CStringGetTextDatum(edata->message ? edata->message : "(no message)"),
 			CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode))}, NULL);
