@@ -1293,32 +1293,17 @@ job_drop_invalid_index(Oid nsp, const char *name, MemoryContext cxt)
 						  CMDTAG_DROP_INDEX, 0, NULL, NULL, cxt);
 }
 
-/* The relation's owner. */
-static Oid
-job_rel_owner(Oid relid)
+/* The relation's owner and replica identity (pg_class.relowner, relreplident). */
+static void
+job_rel_owner_replident(Oid relid, Oid *owner, char *ident)
 {
 	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	Oid			owner;
 
 	if (!HeapTupleIsValid(tup))
 		elog(ERROR, "cache lookup failed for relation %u", relid);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	*owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	*ident = ((Form_pg_class) GETSTRUCT(tup))->relreplident;
 	ReleaseSysCache(tup);
-	return owner;
-}
-
-/* The relation's replica identity (pg_class.relreplident). */
-static char
-job_rel_replident(Oid relid)
-{
-	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	char		ident;
-
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", relid);
-	ident = ((Form_pg_class) GETSTRUCT(tup))->relreplident;
-	ReleaseSysCache(tup);
-	return ident;
 }
 
 /*
@@ -1417,6 +1402,7 @@ job_build_next_index(JobRow *j, MemoryContext cxt)
 		bool		is_unique = job_streq(job_getstr(3), "t");
 		char	   *cols = job_getstr(4);
 		char	   *constraint_type = job_getstr(5);
+		char		replident;
 
 		/* not in cxt: job_exec_toplevel resets it */
 		index_name = MemoryContextStrdup(TopMemoryContext, job_getstr(1));
@@ -1429,12 +1415,12 @@ job_build_next_index(JobRow *j, MemoryContext cxt)
 		old = MemoryContextSwitchTo(TopMemoryContext);
 		sql = psprintf("CREATE %sINDEX CONCURRENTLY %s ON %s (%s)", is_unique ? "UNIQUE " : "",
 					   quote_identifier(index_name), cu_relation_qualified_name(relid), cols);
+		job_rel_owner_replident(relid, &table_owner, &replident);
 		/* a primary key takes back the row identity start lent to another unique index */
 		if (constraint_type != NULL)
 			attach_kind = strcmp(constraint_type, "primary key") != 0 ? "UNIQUE" :
-				job_rel_replident(relid) == REPLICA_IDENTITY_INDEX ? "PRIMARY KEY, REPLICA" : "PRIMARY KEY";
+				replident == REPLICA_IDENTITY_INDEX ? "PRIMARY KEY, REPLICA" : "PRIMARY KEY";
 		table_name = pstrdup(cu_relation_qualified_name(relid));
-		table_owner = job_rel_owner(relid);
 		MemoryContextSwitchTo(old);
 		job_set_text(job_args.migration_id, "phase = $2", psprintf("index %s", index_name));
 	}
