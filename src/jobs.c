@@ -294,7 +294,18 @@ static const char *
 job_effective_state(int64 id, JobRow *j)
 {
 	if ((strcmp(j->state, "running") == 0 || strcmp(j->state, "starting") == 0) && !job_worker_alive(id))
+	{
+		JobRow		now;
+
+		/*
+		 * The worker commits its last state, then exits: it may have ended
+		 * after j was read.  Read the row again (a new snapshot).
+		 */
+		job_read(id, false, &now);
+		if (now.found && strcmp(now.state, "running") != 0 && strcmp(now.state, "starting") != 0)
+			return now.state;
 		return "interrupted";
+	}
 	return j->state;
 }
 

@@ -94,10 +94,19 @@ COMMENT ON FUNCTION customer_unify._job_alive(bigint) IS
     'Does a worker of the migration''s job live (it holds the job''s advisory lock)?';
 
 CREATE OR REPLACE FUNCTION customer_unify._job_state(j customer_unify.job) RETURNS text
-    LANGUAGE sql VOLATILE
+    LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
-    AS $$ SELECT CASE WHEN j.state IN ('starting', 'running') AND NOT customer_unify._job_alive(j.migration_id)
-                      THEN 'interrupted' ELSE j.state END $$;
+AS $$
+BEGIN
+    IF j.state IN ('starting', 'running') AND NOT customer_unify._job_alive(j.migration_id) THEN
+        -- the worker may have ended between the caller's snapshot and this look
+        -- at its lock (it commits its last state, then exits): read the row again
+        RETURN (SELECT CASE WHEN x.state IN ('starting', 'running') THEN 'interrupted' ELSE x.state END
+                  FROM customer_unify.job x WHERE x.migration_id = j.migration_id);
+    END IF;
+    RETURN j.state;
+END
+$$;
 COMMENT ON FUNCTION customer_unify._job_state(customer_unify.job) IS
     'The job''s state as the views show it: interrupted when it says starting or running but no worker holds its lock.';
 
