@@ -99,5 +99,23 @@ CREATE TRIGGER t AFTER INSERT ON nk.other FOR EACH ROW EXECUTE FUNCTION customer
 SELECT regress_util.try($$INSERT INTO nk.other VALUES (1, '+14155550100')$$) AS after_trigger;
 RESET ROLE;
 
+-- 7. names that need quoting, and a citext column
+CREATE EXTENSION IF NOT EXISTS citext;
+SET ROLE regress_norm_owner;
+CREATE TABLE nk."Leads ""2""" (id int PRIMARY KEY, "E Mail" citext, "Phone No" text);
+SELECT customer_unify.normalize_on_write('n "q"', 'nk."Leads ""2"""', 'E Mail', 'email') > 0 AS planned;
+SELECT customer_unify.start('n "q"');
+INSERT INTO nk."Leads ""2""" VALUES (1, ' Ann@EXAMPLE.com ', NULL);
+SELECT "E Mail"::text AS stored FROM nk."Leads ""2""";
+SELECT regress_util.try($$INSERT INTO nk."Leads ""2""" VALUES (2, 'not an address', NULL)$$) AS rejected_citext;
+SELECT regress_util.try($$SELECT customer_unify.normalize_on_write('n2 "q"', 'nk."Leads ""2"""', 'Phone No', 'phone', 'GB')$$) AS live_on_table;
+SELECT customer_unify.rollback('n "q"');
+SELECT customer_unify.normalize_on_write('n3 "q"', 'nk."Leads ""2"""', 'Phone No', 'phone', 'GB') > 0 AS planned;
+SELECT customer_unify.start('n3 "q"');
+INSERT INTO nk."Leads ""2""" VALUES (3, NULL, '020 7946 0018');
+SELECT "Phone No" FROM nk."Leads ""2""" WHERE id = 3;
+SELECT customer_unify.rollback('n3 "q"');
+RESET ROLE;
+
 DROP SCHEMA nk CASCADE;
 DROP ROLE regress_norm_owner, regress_norm_other;

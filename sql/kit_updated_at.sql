@@ -125,5 +125,22 @@ DROP TRIGGER t ON kit.other;
 SELECT regress_util.try($$SELECT customer_unify.touch_updated_at()$$) AS called_directly;
 RESET ROLE;
 
+-- 9. names that need quoting: a table, a stamped and a protected column with spaces, capitals and quotes
+SET ROLE regress_kit_owner;
+CREATE TABLE kit."Cust Omers" (id int PRIMARY KEY, "Full Name" text, "Updated At" timestamptz NOT NULL DEFAULT '2000-01-01',
+                               "Created ""At""" timestamptz NOT NULL DEFAULT '2000-01-01');
+INSERT INTO kit."Cust Omers" (id, "Full Name") VALUES (1, 'a'), (2, 'b');
+SELECT customer_unify.updated_at('k "q"', 'kit."Cust Omers"', 'Updated At', created_column => 'Created "At"') > 0 AS planned;
+SELECT customer_unify.start('k "q"');
+BEGIN;
+UPDATE kit."Cust Omers" SET "Full Name" = 'a2', "Created ""At""" = now() WHERE id = 1;
+UPDATE kit."Cust Omers" SET "Full Name" = "Full Name" WHERE id = 2;
+SELECT id, "Updated At" = now() AS stamped, "Created ""At""" AS created FROM kit."Cust Omers" ORDER BY id;
+COMMIT;
+SELECT regress_util.try($$ALTER TABLE kit."Cust Omers" RENAME COLUMN "Updated At" TO x$$) AS rename_quoted;
+SELECT customer_unify.rollback('k "q"');
+SELECT count(*) AS kit_triggers FROM pg_trigger t WHERE t.tgrelid = 'kit."Cust Omers"'::regclass AND NOT t.tgisinternal;
+RESET ROLE;
+
 DROP SCHEMA kit CASCADE;
 DROP ROLE regress_kit_owner, regress_kit_other, regress_kit_writer;
