@@ -1140,19 +1140,24 @@ job_run_phase(JobRow *j, MemoryContext cxt)
 
 /* ------------------------------------------------------ concurrent indexes */
 
-/* The live relation a migration created, by tag (InvalidOid if none). */
+/*
+ * The live relation of a migration by tag (InvalidOid if none): one it
+ * created, for the DBA's add_index; any of its tables for an index its
+ * operation planned on a column it added (a rekey's new key), which
+ * rollback drops with the column.
+ */
 static Oid
-job_created_relation(int64 id, const char *tag)
+job_relation(int64 id, const char *tag, bool created_only)
 {
-	Oid			types[2] = {INT8OID, TEXTOID};
-	Datum		values[2] = {Int64GetDatum(id), CStringGetTextDatum(tag)};
+	Oid			types[3] = {INT8OID, TEXTOID, BOOLOID};
+	Datum		values[3] = {Int64GetDatum(id), CStringGetTextDatum(tag), BoolGetDatum(created_only)};
 	bool		isnull;
 
 	if (SPI_execute_with_args("SELECT r.relid::pg_catalog.oid FROM customer_unify.migration_relation r "
 							  "JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) r.relid "
 							  "WHERE r.migration_id OPERATOR(pg_catalog.=) $1 AND r.tag OPERATOR(pg_catalog.=) $2 "
-							  "AND r.created AND r.live AND c.relkind OPERATOR(pg_catalog.=) 'r'",
-							  2, types, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+							  "AND (r.created OR NOT $3) AND r.live AND c.relkind OPERATOR(pg_catalog.=) 'r'",
+							  3, types, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		return InvalidOid;
 	return DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
@@ -1207,7 +1212,7 @@ cu_job_add_index(PG_FUNCTION_ARGS)
 				 errmsg("an index attached as a %s constraint must be unique", as_constraint),
 				 errhint("is_unique => true")));
 	id = job_control_begin(fcinfo, "add an index to the job of", &j);
-	relid = job_created_relation(id, tag);
+	relid = job_relation(id, tag, true);
 	if (!OidIsValid(relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -1417,7 +1422,7 @@ job_build_next_index(JobRow *j, MemoryContext cxt)
 
 		/* not in cxt: job_exec_toplevel resets it */
 		index_name = MemoryContextStrdup(TopMemoryContext, job_getstr(1));
-		relid = job_created_relation(job_args.migration_id, tag);
+		relid = job_relation(job_args.migration_id, tag, false);
 		if (!OidIsValid(relid))
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_TABLE),
