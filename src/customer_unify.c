@@ -7,6 +7,8 @@
  */
 #include "postgres.h"
 
+#include "executor/spi.h"
+
 #include "access/table.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
@@ -94,6 +96,24 @@ cu_relid_or_error(const char *schema, const char *rel)
 						quote_qualified_identifier(schema, rel)),
 				 errhint("The migration's tables were changed outside customer_unify; roll the migration back.")));
 	return relid;
+}
+
+/*
+ * The number of column `column` of a trigger's table, or an error naming
+ * the trigger, the column and what to do (hint).
+ */
+AttrNumber
+cu_trigger_attnum(Relation rel, const char *column, const char *trigger, const char *hint)
+{
+	int			attnum = SPI_fnumber(RelationGetDescr(rel), column);
+
+	if (attnum <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("trigger \"%s\": column \"%s\" of %s does not exist", trigger, column,
+						RelationGetRelationName(rel)),
+				 errhint("%s", hint)));
+	return attnum;
 }
 
 AttrNumber

@@ -199,6 +199,7 @@ extern void cu_phone_raise(int rc, const char *errbuf);	/* raises ERROR */
 extern const char *cu_relation_qualified_name(Oid relid);
 extern Oid	cu_relid_or_error(const char *schema, const char *rel);
 extern AttrNumber cu_attnum_or_error(Relation rel, const char *attname);
+extern AttrNumber cu_trigger_attnum(Relation rel, const char *column, const char *trigger, const char *hint);
 extern void cu_check_trigger_call(FunctionCallInfo fcinfo, const char *funcname,
 								  bool row, bool instead_of);
 extern void cu_spi_exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls,

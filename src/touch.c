@@ -79,15 +79,8 @@ touch_stamp(const char *clock, Oid type, const char *trigger, const char *column
 static int
 touch_attnum(Relation rel, const char *column, const char *trigger)
 {
-	int			attnum = SPI_fnumber(RelationGetDescr(rel), column);
-
-	if (attnum <= 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("trigger \"%s\": column \"%s\" of %s does not exist", trigger, column,
-						RelationGetRelationName(rel)),
-				 errhint("The column was renamed or dropped; roll the kit's migration back and plan it again.")));
-	return attnum;
+	return cu_trigger_attnum(rel, column, trigger,
+							 "The column was renamed or dropped; roll the kit's migration back and plan it again.");
 }
 
 /* The trigger's columns and per-row arrays, kept for one statement (fn_extra). */
