@@ -373,3 +373,36 @@ AS $$
              WHERE a.attrelid = p_rel AND a.attnum > 0 AND e.grantee <> c.relowner) x
      ORDER BY x.o, x.col, x.grantee
 $$;
+
+-- A phase's steps as the step generators return them (seq from 1, no row estimate).
+CREATE OR REPLACE FUNCTION customer_unify._b_phase(p_phase text, p_steps customer_unify.step_def[])
+    RETURNS TABLE (phase text, seq int, statement text, inverse text,
+                   lock_mode text, lock_relation text, rows_estimate bigint, registers jsonb)
+    LANGUAGE sql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT p_phase, (row_number() OVER (ORDER BY s.n))::int, s.statement, s.inverse, s.lock_mode, s.lock_relation,
+           0::bigint, s.registers
+      FROM unnest(p_steps) WITH ORDINALITY s(statement, inverse, lock_mode, lock_relation, registers, n)
+     WHERE s.statement IS NOT NULL
+     ORDER BY s.n
+$$;
+
+-- What follows REFERENCES t (c) in a foreign key's definition: its match
+-- type, actions and deferrability, from the catalog (to re-create it on
+-- other columns).
+CREATE OR REPLACE FUNCTION customer_unify._b_fk_options(p_constraint oid) RETURNS text
+    LANGUAGE sql STABLE STRICT
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE c.confmatchtype WHEN 'f' THEN ' MATCH FULL' ELSE '' END
+           || ' ON UPDATE ' || a.upd || ' ON DELETE ' || a.del
+           || CASE WHEN c.condeferrable THEN ' DEFERRABLE' || CASE WHEN c.condeferred THEN ' INITIALLY DEFERRED' ELSE '' END
+                   ELSE '' END
+      FROM pg_constraint c,
+           LATERAL (SELECT (SELECT x.w FROM (VALUES ('a', 'NO ACTION'), ('r', 'RESTRICT'), ('c', 'CASCADE'), ('n', 'SET NULL'),
+                                                    ('d', 'SET DEFAULT')) x(k, w) WHERE x.k = c.confupdtype) AS upd,
+                           (SELECT x.w FROM (VALUES ('a', 'NO ACTION'), ('r', 'RESTRICT'), ('c', 'CASCADE'), ('n', 'SET NULL'),
+                                                    ('d', 'SET DEFAULT')) x(k, w) WHERE x.k = c.confdeltype) AS del) a
+     WHERE c.oid = p_constraint AND c.contype = 'f'
+$$;
