@@ -3,7 +3,7 @@ EXTENSION   = customer_unify
 MODULE_big  = customer_unify
 OBJS        = src/customer_unify.o src/guard.o src/plan_cache.o src/owner_context.o src/keys.o \
               src/catalog.o src/engine.o src/mirror.o src/router.o src/backfill.o src/merge_sync.o src/match.o \
-              src/normalize.o src/phone.o src/jobs.o src/touch.o src/normalize_write.o
+              src/normalize.o src/phone.o src/jobs.o src/touch.o src/normalize_write.o src/rekey_sync.o
 
 # The normalizers: libidn2 (C) and libphonenumber (C++, src/phone.cpp, hence
 # libstdc++: the module is linked by the C compiler).
@@ -15,14 +15,14 @@ SHLIB_LINK += -lphonenumber -lidn2 -lstdc++
 # turn when the next release starts.
 CURRENT_VERSION = 1.3
 SQL_PIECES  = src/sql/jobs.sql src/sql/engine.sql src/sql/builders.sql src/sql/verify.sql src/sql/guard.sql \
-              src/sql/split.sql src/sql/normalize.sql src/sql/match.sql src/sql/merge.sql src/sql/kit.sql src/sql/api.sql
+              src/sql/split.sql src/sql/normalize.sql src/sql/match.sql src/sql/merge.sql src/sql/kit.sql src/sql/rekey.sql src/sql/api.sql
 SQL_CURRENT = src/sql/customer_unify--$(CURRENT_VERSION).sql src/sql/customer_unify--1.2--$(CURRENT_VERSION).sql
 DATA        = $(sort $(wildcard src/sql/customer_unify--*.sql) $(SQL_CURRENT))
 
 # pg_regress tier: sql/*.sql with expected/*.out
 REGRESS      = setup normalizers match_quality split_lifecycle split_errors split_quoting split_dependents split_rollback split_sync \
                defects_data defects_outages defects_security engine_caches engine_phases merge_errors merge_lifecycle merge_keys merge_app merge_quality \
-               kit_updated_at kit_normalize upgrade_paths jobs_api
+               kit_updated_at kit_normalize rekey_lifecycle rekey_errors upgrade_paths jobs_api
 REGRESS_OPTS = --inputdir=. --load-extension=plpgsql
 
 # isolation tier: test/isolation/specs/*.spec with test/isolation/expected/*.out

@@ -118,6 +118,18 @@ BEGIN
         PERFORM customer_unify._guard_refuse(m, format('cannot drop or rename column %I of %s', r.col, m.source::text),
                                              'The compatibility view of the migration selects it by this name.');
     END LOOP;
+    -- the columns the operation's triggers and frozen statements name on
+    -- its other tables too (a rekey: the old key, the new key and the link)
+    FOR r IN
+        SELECT (e->>0)::oid::regclass AS rel, e->>1 AS col
+          FROM jsonb_array_elements(coalesce(m.spec->'kept_columns', '[]')) e
+         WHERE m.state <> 'planned'
+           AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = (e->>0)::oid AND a.attname = e->>1
+                              AND a.attnum > 0 AND NOT a.attisdropped)
+    LOOP
+        PERFORM customer_unify._guard_refuse(m, format('cannot drop or rename column %I of %s', r.col, r.rel),
+                                             'The migration''s trigger and its planned statements name it.');
+    END LOOP;
     -- the source keeps the unique key the copy, the sync and the link use
     -- (a merge: every source and the target keep their one-column primary key)
     IF m.kind = 'split' AND NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]

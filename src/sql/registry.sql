@@ -34,7 +34,15 @@ VALUES ('split',
         'customer_unify._kit_normalize_verify(customer_unify.migration, boolean)',
         'customer_unify._kit_normalize_dependents(customer_unify.migration)',
         'customer_unify._kit_describe(customer_unify.migration)',
-        'customer_unify._kit_security_steps(customer_unify.migration)')
+        'customer_unify._kit_security_steps(customer_unify.migration)'),
+       ('rekey',
+        'customer_unify._rekey_validate(text, jsonb)',
+        'customer_unify._rekey_steps(customer_unify.migration)',
+        'customer_unify._rekey_copy_plan(customer_unify.migration)',
+        'customer_unify._rekey_verify(customer_unify.migration, boolean)',
+        'customer_unify._rekey_dependents(customer_unify.migration)',
+        'customer_unify._rekey_describe(customer_unify.migration)',
+        'customer_unify._rekey_security_steps(customer_unify.migration)')
 ON CONFLICT (kind) DO UPDATE SET validate = EXCLUDED.validate, steps = EXCLUDED.steps,
     copy_plan = EXCLUDED.copy_plan, verify = EXCLUDED.verify, dependents = EXCLUDED.dependents,
     describe = EXCLUDED.describe, security = EXCLUDED.security;
