@@ -12,23 +12,6 @@ END $$;
 CREATE SCHEMA jb AUTHORIZATION regress_job_owner;
 GRANT USAGE ON SCHEMA jb TO regress_job_nologin, regress_job_other;
 GRANT CREATE ON SCHEMA jb TO regress_job_nologin;
--- wait until cond (an expression over the job's row j in customer_unify.jobs) holds, at most 60 s;
--- a procedure that commits between looks, so that it holds no snapshot a
--- CREATE INDEX CONCURRENTLY of the job would wait for
-CREATE PROCEDURE regress_util.wait_job(p_name text, p_cond text, INOUT ok boolean DEFAULT NULL)
-    LANGUAGE plpgsql AS $$
-DECLARE
-    t0 timestamptz := clock_timestamp();
-BEGIN
-    LOOP
-        EXECUTE format('SELECT %s FROM customer_unify.jobs j WHERE j.name = $1', p_cond) INTO ok USING p_name;
-        ok := coalesce(ok, false);
-        EXIT WHEN ok OR clock_timestamp() > t0 + interval '60 s';
-        COMMIT;
-        PERFORM pg_sleep(0.05);
-    END LOOP;
-END
-$$;
 
 SET ROLE regress_job_owner;
 CREATE TABLE jb.people (id bigint PRIMARY KEY, email text NOT NULL, nick text);

@@ -14,7 +14,7 @@
 -- Convention in these files: every assertion is one statement starting with
 -- "SELECT " at the start of a line; nothing else starts that way.
 BEGIN;
-SELECT plan(152);
+SELECT plan(153);
 
 CREATE FUNCTION pg_temp.err(sql text) RETURNS text LANGUAGE plpgsql AS $f$
 BEGIN
@@ -46,6 +46,8 @@ CREATE FUNCTION pg_temp.unpinned_c() RETURNS SETOF text LANGUAGE sql AS $f$
         ('customer_unify.mirror_row()'), ('customer_unify.mirror_flush()'),
         -- 1.3's kit triggers: C, read no catalog, per row
         ('customer_unify.touch_updated_at()'), ('customer_unify.normalize_on_write()'),
+        -- 1.3's rekey trigger: C, per row, its one statement qualified
+        ('customer_unify.rekey_sync()'),
         ('customer_unify.mirror_truncate()'), ('customer_unify.compat_route()'),
         ('customer_unify.route_capture()'),
         ('customer_unify._mirror_guard(bigint)'), ('customer_unify._route_capturing()'),
@@ -246,8 +248,18 @@ SELECT ok(EXISTS (SELECT 1 FROM pg_constraint
                    WHERE conrelid = 'customer_unify.migration'::regclass AND contype = 'f'
                      AND confrelid = 'customer_unify.operation'::regclass),
           'migration.kind references the registry of operations');
-SELECT is(ARRAY(SELECT kind FROM customer_unify.operation ORDER BY kind), ARRAY['merge', 'normalize_on_write', 'split', 'updated_at'],
-          'the registry holds exactly the operations split, merge and the kit''s updated_at and normalize_on_write');
+SELECT is(ARRAY(SELECT kind FROM customer_unify.operation ORDER BY kind), ARRAY['merge', 'normalize_on_write', 'rekey', 'split', 'updated_at'],
+          'the registry holds exactly the operations split, merge, rekey and the kit''s updated_at and normalize_on_write');
+SELECT is((SELECT concat_ws(' ', validate, steps, copy_plan, verify, dependents, describe, security)
+             FROM customer_unify.operation WHERE kind = 'rekey'),
+          concat_ws(' ', 'customer_unify._rekey_validate(text,jsonb)',
+                    'customer_unify._rekey_steps(customer_unify.migration)',
+                    'customer_unify._rekey_copy_plan(customer_unify.migration)',
+                    'customer_unify._rekey_verify(customer_unify.migration,boolean)',
+                    'customer_unify._rekey_dependents(customer_unify.migration)',
+                    'customer_unify._rekey_describe(customer_unify.migration)',
+                    'customer_unify._rekey_security_steps(customer_unify.migration)'),
+          'rekey is made of the _rekey_* functions');
 SELECT is((SELECT concat_ws(' ', validate, steps, copy_plan, verify, dependents, describe, security)
              FROM customer_unify.operation WHERE kind = 'split'),
           concat_ws(' ', 'customer_unify._split_validate(text,jsonb)',
