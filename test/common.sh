@@ -23,10 +23,11 @@ export PATH="$PG_BINDIR:$PATH"
 #   libidn2-dev                   normalize_email: IDNA domains (src/normalize.c)
 #   libphonenumber-dev, g++       normalize_phone: libphonenumber, C++ (src/phone.cpp)
 #   python3-sqlalchemy / -psycopg2   app tier: the applications' SQLAlchemy 1.4 models (test/app)
+#   python3-django / -django-simple-history   app tier: the Django 3.2 application of the rekey
 CU_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib
              postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
              libipc-run-perl make gcc g++ libidn2-dev libphonenumber-dev
-             python3-sqlalchemy python3-psycopg2)
+             python3-sqlalchemy python3-psycopg2 python3-django python3-django-simple-history)
 
 cu_log() { printf '==> %s\n' "$*"; }
 
