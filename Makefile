@@ -26,7 +26,7 @@ REGRESS      = setup normalizers match_quality split_lifecycle split_errors spli
 REGRESS_OPTS = --inputdir=. --load-extension=plpgsql
 
 # isolation tier: test/isolation/specs/*.spec with test/isolation/expected/*.out
-ISOLATION      = backfill_concurrent sync_concurrent merge_concurrent
+ISOLATION      = backfill_concurrent sync_concurrent merge_concurrent rekey_concurrent
 ISOLATION_OPTS = --inputdir=test/isolation --outputdir=output_iso
 
 PG_CONFIG ?= $(firstword $(wildcard /usr/lib/postgresql/15/bin/pg_config) pg_config)
