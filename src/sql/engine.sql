@@ -253,6 +253,25 @@ BEGIN
 END
 $$;
 
+-- The dependents of a migration that block its finalize, one per line (NULL:
+-- none); the operation's plan function tells the DBA about them at once.
+CREATE OR REPLACE FUNCTION customer_unify._blocking_dependents(p_migration bigint) RETURNS text
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m customer_unify.migration;
+    v_list text;
+BEGIN
+    SELECT * INTO m FROM customer_unify.migration x WHERE x.id = p_migration;
+    EXECUTE format('SELECT string_agg(format(%L, d.object_type, d.object_name, d.dependency), $2 ORDER BY d.object_type, d.object_name) '
+                   'FROM %s($1) d WHERE d.blocks_finalize',
+                   '%s %s (%s)', customer_unify._operation_function(m.kind, 'dependents'))
+       INTO v_list USING m, E'\n';
+    RETURN v_list;
+END
+$$;
+
 -------------------------------------------------------------------------------
 -- Progress
 -------------------------------------------------------------------------------

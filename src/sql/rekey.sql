@@ -313,10 +313,7 @@ BEGIN
                 jsonb_build_object('source', rekey.source::oid, 'parent_link', rekey.parent_link,
                                    'new_key', rekey.new_key, 'link_column', rekey.link_column,
                                    'history', (SELECT jsonb_agg(h::oid) FROM unnest(rekey.history) h)));
-    SELECT string_agg(format('%s %s (%s)', d.object_type, d.object_name, d.dependency), E'\n' ORDER BY d.object_type, d.object_name)
-      INTO v_list
-      FROM customer_unify._rekey_dependents((SELECT m FROM customer_unify.migration m WHERE m.id = v_id)) d
-     WHERE d.blocks_finalize;
+    v_list := customer_unify._blocking_dependents(v_id);
     IF v_list IS NOT NULL THEN
         RAISE NOTICE 'objects use the old key column; finalize will refuse until they are changed'
             USING DETAIL = v_list,
@@ -555,8 +552,12 @@ BEGIN
 END
 $$;
 
--- The copy streams of a rekey: the table, then each history table, each
--- batch an UPDATE of the next keys' rows that fills the new columns.
+-- The copy streams of a rekey: the table, then each history table.  A
+-- batch finds the key range of its next batch_size rows through the key's
+-- index, then fills the new columns of that range with one UPDATE (an
+-- index range scan; $1 the last key done, not in the first batch; $2 the
+-- copy's last key; $3 the batch size; returns the range's last key and its
+-- rows, as the engine's statement streams do).
 CREATE OR REPLACE FUNCTION customer_unify._rekey_copy_plan(m customer_unify.migration)
     RETURNS TABLE (stream text, key_type regtype, plan jsonb)
     LANGUAGE sql STABLE
@@ -574,13 +575,16 @@ AS $$
     )
     SELECT t.stream, a.atttypid::regtype,
            jsonb_build_object('source_tag', t.tag, 'key', t.key,
-               'batch_first', customer_unify._merge_batch_keys(customer_unify._b_name(t.rel), t.key, true) || w.work,
-               'batch', customer_unify._merge_batch_keys(customer_unify._b_name(t.rel), t.key, false) || w.work)
+               'batch_first', format(w.sql, '', ''),
+               'batch', format(w.sql, format('s.%I > $1 AND ', t.key), format('x.%I > $1 AND ', t.key)))
       FROM t
       JOIN pg_attribute a ON a.attrelid = t.rel AND a.attname = t.key,
-           LATERAL (SELECT format('u AS (UPDATE ONLY %s x SET %s FROM b WHERE x.%I = b.k AND %s RETURNING 1) '
-                                  'SELECT (SELECT b.k FROM b ORDER BY b.k DESC LIMIT 1), (SELECT pg_catalog.count(*) FROM b) + 0 * (SELECT pg_catalog.count(*) FROM u)',
-                                  customer_unify._b_name(t.rel), t.sets, t.key, t.pending) AS work) w
+           LATERAL (SELECT replace(replace(format(
+               'WITH b AS MATERIALIZED (SELECT max(q.k) AS hi, pg_catalog.count(*) AS n FROM (SELECT s.%1$I AS k FROM ONLY %2$s s '
+               'WHERE %%1$sNOT (s.%1$I > $2) ORDER BY s.%1$I LIMIT $3) q), '
+               'u AS (UPDATE ONLY %2$s x SET %3$s WHERE %%2$sx.%1$I <= (SELECT b.hi FROM b) AND %4$s RETURNING 1) '
+               'SELECT (SELECT b.hi FROM b), (SELECT b.n FROM b) + 0 * (SELECT pg_catalog.count(*) FROM u)',
+               t.key, customer_unify._b_name(t.rel), t.sets, t.pending), '%%1$s', '%1$s'), '%%2$s', '%2$s') AS sql) w
      ORDER BY t.stream
 $$;
 

@@ -333,10 +333,7 @@ BEGIN
                                    'target_schema', split.target_schema, 'target_key', split.target_key,
                                    'key_index', split.key_index));
     -- dependents are found now, not at finalize
-    SELECT string_agg(format('%s %s (%s)', d.object_type, d.object_name, d.dependency), E'\n' ORDER BY d.object_type, d.object_name)
-      INTO v_list
-      FROM customer_unify._split_dependents((SELECT m FROM customer_unify.migration m WHERE m.id = v_id)) d
-     WHERE d.blocks_finalize;
+    v_list := customer_unify._blocking_dependents(v_id);
     IF v_list IS NOT NULL THEN
         RAISE NOTICE 'objects depend on the columns to move; finalize will refuse until they are changed'
             USING DETAIL = v_list,
