@@ -7,9 +7,10 @@
 SET client_min_messages = warning;
 CREATE ROLE regress_rk_owner LOGIN;
 CREATE ROLE regress_rk_app LOGIN;
+CREATE ROLE regress_rk_hist LOGIN;
 DO $$ BEGIN EXECUTE format('GRANT CREATE ON DATABASE %I TO regress_rk_owner', current_database()); END $$;
 CREATE SCHEMA rk AUTHORIZATION regress_rk_owner;
-GRANT USAGE ON SCHEMA rk TO regress_rk_app;
+GRANT USAGE ON SCHEMA rk TO regress_rk_app, regress_rk_hist;
 SET ROLE regress_rk_owner;
 CREATE TABLE rk.users_user (id bigserial PRIMARY KEY, username varchar(150) NOT NULL UNIQUE,
                             email varchar(254) NOT NULL DEFAULT '', password varchar(128) NOT NULL DEFAULT '!');
@@ -42,7 +43,9 @@ SELECT c.user_ptr_id, u.username, u.email, u.password, c.user_ptr_id, c.phone_nu
 INSERT INTO rk.shop_order (customer_id, total) SELECT user_ptr_id, g FROM rk.users_customer, generate_series(1, 2) g;
 INSERT INTO rk.shop_wallet (user_id, balance) SELECT id, 0 FROM rk.users_user;
 GRANT SELECT, INSERT, UPDATE, DELETE ON rk.users_user, rk.users_customer, rk.users_historicalcustomer, rk.shop_order TO regress_rk_app;
-GRANT USAGE ON ALL SEQUENCES IN SCHEMA rk TO regress_rk_app;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA rk TO regress_rk_app, regress_rk_hist;
+-- a role that writes and reads the history only
+GRANT SELECT, INSERT ON rk.users_historicalcustomer TO regress_rk_hist;
 -- the application sees verified customers only (row-level security)
 ALTER TABLE rk.users_customer ENABLE ROW LEVEL SECURITY;
 CREATE POLICY verified_only ON rk.users_customer TO regress_rk_app USING (is_verified) WITH CHECK (is_verified);
@@ -83,6 +86,14 @@ UPDATE rk.users_customer SET full_name = 'v2 renamed' WHERE id = :v2_user RETURN
 -- disagreeing values are refused before the row is stored
 SELECT regress_util.try(format('INSERT INTO rk.users_customer (user_ptr_id, user_id, is_verified) VALUES (%s, %s, true)', :v1_user + 1000, :v1_user)) AS disagree;
 SELECT regress_util.try(format('INSERT INTO rk.users_customer (user_ptr_id, id, is_verified) VALUES (%s, %s, true)', :v1_user, :v1_user + 7)) AS id_not_user;
+RESET ROLE;
+-- the parent's columns are read as the writer: a role that may not read
+-- users_user cannot read its password through a history row it writes
+SET ROLE regress_rk_hist;
+SELECT regress_util.try(format($$INSERT INTO rk.users_historicalcustomer (id, user_id, full_name, is_verified, history_type) VALUES (%s, %s, 'x', true, '+')$$,
+                               :v1_user, :v1_user)) AS history_without_parent_rights;
+RESET ROLE;
+SET ROLE regress_rk_app;
 -- row-level security holds for the new shape as for the old
 SELECT regress_util.try(format('INSERT INTO rk.users_customer (user_id, is_verified) VALUES (%s, false)', :v2_user)) AS rls_check;
 RESET ROLE;

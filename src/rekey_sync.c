@@ -21,8 +21,10 @@
  *	  child) the same three columns are kept, and a row written without the
  *	  columns its old shape copied from the parent (username, email, ...)
  *	  gets them from the parent row its link names, as the old application
- *	  would have written them: the parent is read as the table's owner
- *	  (integrity maintenance, like a foreign-key check).
+ *	  would have written them.  The parent is read as the writer, with
+ *	  its privileges and row-level security: a history row it can read
+ *	  back shows nothing of the parent it could not read itself.  A column
+ *	  the parent no longer has is left as written.
  *
  *	  Trigger arguments (made by the rekey's start step from the catalog):
  *	    1. the parent link column, 2. the new key column, 3. the link column;
@@ -158,7 +160,8 @@ rekey_fill_from_parent(Trigger *trigger, Relation rel, HeapTuple tuple, int64 li
 		bool		isnull;
 
 		(void) heap_getattr(tuple, attnum, desc, &isnull);
-		if (!isnull)
+		/* (a column the parent no longer has is left as written) */
+		if (!isnull || get_attnum(parent, col) == InvalidAttrNumber)
 			continue;
 		appendStringInfo(&sql, "%sp.%s::%s", nmissing > 0 ? ", " : "", quote_identifier(col),
 						 format_type_extended(TupleDescAttr(desc, attnum - 1)->atttypid,
@@ -166,14 +169,15 @@ rekey_fill_from_parent(Trigger *trigger, Relation rel, HeapTuple tuple, int64 li
 											  FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY));
 		attnums[nmissing++] = attnum;
 	}
-	if (nmissing == 0)
+	if (nmissing == 0 || get_rel_name(parent) == NULL)
 		return tuple;
 	appendStringInfo(&sql, " FROM ONLY %s p WHERE p.%s OPERATOR(pg_catalog.=) $1::pg_catalog.int8",
 					 cu_relation_qualified_name(parent), quote_identifier(trigger->tgargs[4]));
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "customer_unify: SPI_connect failed");
-	if (cu_spi_as(cu_relation_owner(parent), true, sql.data, NULL, 1, &argtype, &arg, NULL, true, 1) != SPI_OK_SELECT)
+	/* as the writer: a history row shows no more of the parent than its writer may read */
+	if (SPI_execute_with_args(sql.data, 1, &argtype, &arg, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "customer_unify: the parent row of a history row could not be read");
 	if (SPI_processed == 1)
 	{
